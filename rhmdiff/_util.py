@@ -1,0 +1,28 @@
+"""Small helpers shared by several modules."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values (not a tracer inside jit/vmap), so they can be checked."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def expand_right(a, ndim: int):
+    """Append trailing singleton axes to ``a`` until it has ``ndim`` axes.
+
+    Lets a per-sequence quantity (shape ``[B]``) broadcast against per-token arrays
+    (shape ``[B, d]`` or ``[B, d, v]``).
+    """
+    a = jnp.asarray(a)
+    if a.ndim > ndim:
+        raise ValueError(f"cannot broadcast an array of shape {a.shape} to {ndim} axes")
+    return a.reshape(a.shape + (1,) * (ndim - a.ndim))
+
+
+def numpy_rng(key) -> np.random.Generator:
+    """A numpy Generator seeded deterministically from a JAX PRNG key (raw or typed)."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())

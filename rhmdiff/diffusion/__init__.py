@@ -1,0 +1,1 @@
+"""Diffusion processes: uniform-transition D3PM (``d3pm``)."""

@@ -1,0 +1,30 @@
+"""rhmdiff: diffusion models on the Random Hierarchy Model (Favero et al., ICML 2025)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="rhmdiff",
+    version="0.1.0",
+    description=(
+        "JAX/Flax reproduction of 'How Compositional Generalization and Creativity "
+        "Improve as Diffusion Models are Trained' (Favero et al., ICML 2025)"
+    ),
+    packages=find_packages(include=["rhmdiff", "rhmdiff.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30,<0.11",
+        "flax>=0.10,<0.13",
+        "optax>=0.2.3,<0.3",
+        "orbax-checkpoint>=0.6,<0.13",
+        "chex>=0.1.87,<0.2",
+        "absl-py>=2.1,<3",
+        "ml-collections>=0.1.1,<1.2",
+        "numpy>=1.26,<3",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "scipy>=1.11,<2"],
+        "cuda12": ["jax[cuda12]>=0.4.30,<0.11"],
+        "tpu": ["jax[tpu]>=0.4.30,<0.11"],
+    },
+)
