@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rhmdiff._util import expand_right
-from rhmdiff.rhm import Grammar, _check_grammar
+from rhmdiff.rhm import Grammar, _check_grammar, production
 
 
 def _upward(g: Grammar, log_ev):
@@ -35,10 +35,10 @@ def _upward(g: Grammar, log_ev):
     and ``joint`` (list over levels 1..L of ``[s**(L-l), v, m]``: sum_k up of the
     children under production j, i.e. log p(obs below | node = a, production j))."""
     ups, joint = [log_ev], [None]
-    pos = jnp.arange(g.s)
+    offset = g.v * jnp.arange(g.s)
     for l in range(1, g.L + 1):
-        children = ups[-1].reshape(-1, g.s, g.v)  # [n, s, v]
-        jl = children[:, pos, g.rules[l - 1]].sum(-1)  # [n, v, m]
+        children = ups[-1].reshape(-1, g.s * g.v)  # [n, s*v]: child k's message at k*v + b
+        jl = jnp.take(children, g.rules[l - 1] + offset, axis=1).sum(-1)  # [n, v, m]
         joint.append(jl)
         ups.append(jax.nn.logsumexp(jl, axis=-1) - np.log(g.m))
     return ups, joint
@@ -79,9 +79,9 @@ def _posterior_sample(key, g: Grammar, log_ev):
     keys = jax.random.split(key, g.L + 1)
     h = jax.random.categorical(keys[g.L], ups[g.L] - np.log(g.v), axis=-1)  # [1]
     for l in range(g.L, 0, -1):
-        logits = joint[l][jnp.arange(h.shape[0]), h]  # [n, m]
+        logits = jnp.take_along_axis(joint[l], h[:, None, None], axis=1)[:, 0]  # [n, m]
         j = jax.random.categorical(keys[l - 1], logits, axis=-1)
-        h = g.rules[l - 1][h, j].reshape(-1)
+        h = production(g, l, h, j).reshape(-1)
     return h.astype(jnp.int32)
 
 

@@ -127,8 +127,15 @@ def _expand(g: Grammar, top, choices, level: int):
     One vectorized gather per level."""
     h = top
     for l in range(level, 0, -1):
-        h = g.rules[l - 1][h, choices[l - 1]].reshape(h.shape[0], -1)
+        h = production(g, l, h, choices[l - 1]).reshape(h.shape[0], -1)
     return h
+
+
+def production(g: Grammar, level: int, symbols, choice):
+    """``rules[level-1, symbols, choice]`` ([..., s]) as one flat ``take``: a two-array
+    advanced index compiles super-linearly slowly in depth on XLA:CPU."""
+    flat = g.rules[level - 1].reshape(g.v * g.m, g.s)
+    return jnp.take(flat, symbols * g.m + choice, axis=0)
 
 
 def _split_choices(g: Grammar, flat, level: int):

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny grammars and a brute-force enumeration of their language."""
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from rhmdiff import rhm
+
+TINY = [(3, 2, 2, 2), (4, 2, 3, 2)]
+
+
+def enumerate_language(g):
+    """Every sequence of the grammar with its latents, by explicit recursion in Python
+    (independent of rhm.sample / decode): list of (tokens tuple, [level-1 .. level-L tuples])."""
+    rules = np.asarray(g.rules)
+
+    def expand(symbol, level):
+        """All (leaves, latents-by-level) below one level-`level` symbol."""
+        if level == 0:
+            return [((symbol,), [])]
+        out = []
+        for j in range(g.m):
+            parts = [expand(int(c), level - 1) for c in rules[level - 1, symbol, j]]
+            for combo in itertools.product(*parts):
+                leaves = sum((c[0] for c in combo), ())
+                lat = [sum((c[1][k] for c in combo), ()) for k in range(level - 1)]
+                out.append((leaves, lat + [(symbol,)]))
+        return out
+
+    return [e for root in range(g.v) for e in expand(root, g.L)]
+
+
+def brute_valid(g, tokens):
+    """Validity of one token tuple by the definition: every s-tuple must be a production,
+    level by level (dictionary of productions built in Python)."""
+    rules = np.asarray(g.rules)
+    h = list(tokens)
+    for level in range(1, g.L + 1):
+        table = {tuple(rules[level - 1, a, j]): a for a in range(g.v) for j in range(g.m)}
+        parents = [table.get(tuple(h[i:i + g.s]), -1) if -1 not in h[i:i + g.s] else -1
+                   for i in range(0, len(h), g.s)]
+        h = parents
+    return h[0] >= 0
+
+
+@pytest.fixture(params=TINY, ids=lambda p: "v{}m{}s{}L{}".format(*p))
+def tiny(request):
+    v, m, s, L = request.param
+    g = rhm.make_grammar(jax.random.PRNGKey(v * 100 + s), v, m, s, L)
+    return g, enumerate_language(g)
