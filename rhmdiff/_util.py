@@ -1,4 +1,7 @@
 """Small helpers shared by several modules."""
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,3 +29,12 @@ def numpy_rng(key) -> np.random.Generator:
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as JSON atomically (temporary file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)

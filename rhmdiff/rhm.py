@@ -66,7 +66,7 @@ def check_sizes(v: int, m: int, s: int, L: int) -> None:
             f"m must be <= v**(s-1) = {v ** (s - 1)} (v*m = {v * m} distinct productions "
             f"among v**s = {v ** s} tuples), got m={m}")
     if v**s > MAX_TUPLE_CODES:
-        raise ValueError(f"v**s = {v ** s} too large: tuple codes are int32, need v**s < 2**31")
+        raise ValueError(f"s too large: v**s = {v ** s}, tuple codes are int32 so v**s must be < 2**31")
 
 
 def _check_grammar(g: Grammar) -> None:
@@ -115,9 +115,14 @@ def make_grammar(key, v: int, m: int, s: int, L: int) -> Grammar:
     return Grammar(rules=jnp.asarray(rules, jnp.int32), v=v, m=m, s=s, L=L)
 
 
+def language_size(v: int, m: int, s: int, L: int) -> int:
+    """v * m**((s**L - 1)/(s - 1)): one root and one production choice per internal node."""
+    return v * m ** ((s**L - 1) // (s - 1))
+
+
 def num_sequences(g: Grammar) -> int:
-    """Size of the language: v * m**((s**L - 1)/(s - 1)), an exact Python int."""
-    return g.v * g.m**g.num_nodes
+    """Size of the language of ``g`` (:func:`language_size`), an exact Python int."""
+    return language_size(g.v, g.m, g.s, g.L)
 
 
 def _expand(g: Grammar, top, choices, level: int):

@@ -1,0 +1,73 @@
+"""Validation of experiment configs before any compute: one clear error naming the field."""
+from __future__ import annotations
+
+import numbers
+
+from rhmdiff import rhm
+from rhmdiff.diffusion import d3pm
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``str(err)`` starts with the field, e.g. ``config.rhm.m: ...``."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"config.{field}: {message}")
+
+
+def _get(config, field):
+    node = config
+    for part in field.split("."):
+        if part not in node:
+            raise ConfigError(field, "missing")
+        node = node[part]
+    return node
+
+
+def _int(config, field, low):
+    val = _get(config, field)
+    if not isinstance(val, numbers.Integral) or isinstance(val, bool) or val < low:
+        raise ConfigError(field, f"must be an integer >= {low}, got {val!r}")
+    return int(val)
+
+
+def _real(config, field, low, high, low_open=True, high_open=True):
+    val = _get(config, field)
+    ok = isinstance(val, numbers.Real) and not isinstance(val, bool)
+    ok = ok and (val > low if low_open else val >= low) and (val < high if high_open else val <= high)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ConfigError(field, f"must be a number in {bounds}, got {val!r}")
+    return float(val)
+
+
+def validate(config, tasks) -> None:
+    """Raise :class:`ConfigError` for the first bad field of an RHM config."""
+    task = _get(config, "task")
+    if task not in tasks:
+        raise ConfigError("task", f"must be one of {sorted(tasks)}, got {task!r}")
+    _int(config, "seed", 0)
+    _int(config, "rhm.seed", 0)
+    sizes = {k: _get(config, f"rhm.{k}") for k in ("v", "m", "s", "L")}
+    try:
+        rhm.check_sizes(**sizes)
+    except ValueError as e:  # rhm's messages start with the argument's name
+        name, _, message = str(e).partition(" ")
+        raise ConfigError(f"rhm.{name}", message) from None
+    total = sum(_int(config, f"data.{k}", 0) for k in ("train_size", "val_size", "test_size"))
+    if total > rhm.language_size(**sizes):
+        raise ConfigError("data.train_size", f"train_size + val_size + test_size = {total} exceeds "
+                          f"the {rhm.language_size(**sizes)} sequences of the grammar")
+    _int(config, "diffusion.T", 1)
+    schedule = _get(config, "diffusion.schedule")
+    if schedule not in d3pm.SCHEDULES:
+        raise ConfigError("diffusion.schedule", f"must be one of {list(d3pm.SCHEDULES)}, got {schedule!r}")
+    beta_min = _real(config, "diffusion.beta_min", 0.0, 1.0)
+    beta_max = _real(config, "diffusion.beta_max", 0.0, 1.0)
+    if beta_max < beta_min:
+        raise ConfigError("diffusion.beta_max", f"must be >= beta_min = {beta_min}, got {beta_max}")
+    _real(config, "diffusion.hybrid_coeff", 0.0, float("inf"), low_open=False)
+    _int(config, "train.batch_size", 1)
+    _real(config, "train.lr", 0.0, float("inf"))
+    _real(config, "train.momentum", 0.0, 1.0, low_open=False)
+    _int(config, "eval.num_generated", 1)
+    _int(config, "eval.batch_size", 1)
