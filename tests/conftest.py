@@ -1,11 +1,15 @@
 """Shared fixtures: tiny grammars and a brute-force enumeration of their language."""
 import itertools
 
-import jax
-import numpy as np
-import pytest
+import chex
 
-from rhmdiff import rhm
+chex.set_n_cpu_devices(2)  # before any JAX computation: lets tests pmap over 2 CPU devices
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from rhmdiff import rhm  # noqa: E402
 
 TINY = [(3, 2, 2, 2), (4, 2, 3, 2)]
 
