@@ -1,0 +1,1 @@
+"""Neural networks: the paper's U-Net (``unet``)."""
