@@ -26,9 +26,8 @@ def test_shapes_and_preactivations():
 
 
 def test_skip_wiring_by_sum():
-    """Zeroing the decoder weights leaves gelu(time bias)=... only skips: with no time
-    conditioning and zero decoder kernels, u_0 = sum of gelu(0) + e_0 = e_0, so the logits
-    equal unembed(embed(x))."""
+    """Skips are summed: with no time conditioning and all decoder weights zero, every
+    decoder block outputs gelu(0) = 0, so u_0 = e_0 and the logits are unembed(embed(x))."""
     model = unet.UNet(v=4, s=2, L=2, width=8, time_conditioning="none")
     x = jax.random.randint(jax.random.PRNGKey(0), (3, 4), 0, 4)
     params = model.init(jax.random.PRNGKey(1), x, jnp.zeros(3, jnp.int32))
