@@ -47,7 +47,8 @@ def run_oracle(config, workdir: str) -> dict:
     entropy = math.log2(rhm.num_sequences(g)) / g.d
     vb_bits = None
     if len(test):
-        logits_fn = lambda x_t, t: jnp.log(d3pm.oracle_denoiser(g, schedule)(x_t, t))
+        denoise = d3pm.oracle_denoiser(g, schedule)
+        logits_fn = lambda x_t, t: jnp.log(denoise(x_t, t))
         t0 = time.perf_counter()
         bound = d3pm.nll_bound(key_vb, logits_fn, schedule, test, g.v, progress=True)
         vb_bits = float(bound.mean()) / math.log(2)

@@ -10,10 +10,8 @@ def make_splits(key, g: rhm.Grammar, train_size: int, val_size: int, test_size: 
 
     The draw is uniform without replacement, so each split is itself a uniform draw of
     distinct sequences. Raises ValueError if the three sizes exceed the language."""
-    sizes = {"train": train_size, "val": val_size, "test": test_size}
-    for name, n in sizes.items():
-        if not isinstance(n, int) or n < 0:
-            raise ValueError(f"{name}_size must be a non-negative integer, got {n!r}")
+    sizes = {name: rhm._check_num(n, f"{name}_size")
+             for name, n in (("train", train_size), ("val", val_size), ("test", test_size))}
     total = sum(sizes.values())
     if total > rhm.num_sequences(g):
         raise ValueError(f"train_size + val_size + test_size = {total} exceeds the "
