@@ -10,10 +10,12 @@ def rhm_config() -> ml_collections.ConfigDict:
     c.rhm = ml_collections.ConfigDict(dict(v=8, m=3, s=2, L=3, seed=0))  # grammar seed
     c.data = ml_collections.ConfigDict(dict(train_size=4096, val_size=1024, test_size=1024, online=False))
     c.model = ml_collections.ConfigDict(dict(width=256, time_conditioning="embedding"))
+    # Training objective per token: L_t + hybrid_coeff * CE(x_0 | x_t) (d3pm.loss_terms); with
+    # hybrid_coeff = 1 the cross-entropy sets the gradient scale (L_t is ~VB/T).
     c.diffusion = ml_collections.ConfigDict(
-        dict(T=1000, schedule="linear", beta_min=1e-4, beta_max=0.02, hybrid_coeff=0.0))
+        dict(T=1000, schedule="linear", beta_min=1e-4, beta_max=0.02, hybrid_coeff=1.0))
     c.train = ml_collections.ConfigDict(
         dict(optimizer="sgd", lr=1.0, momentum=0.9, batch_size=32, num_steps=100_000,
-             eval_every=1000, patience=10))
+             eval_every=1000, patience=10, steps_per_call=100))
     c.eval = ml_collections.ConfigDict(dict(num_generated=1024, batch_size=1024))
     return c

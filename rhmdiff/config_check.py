@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numbers
 
-from rhmdiff import rhm
+from rhmdiff import rhm, train
 from rhmdiff.diffusion import d3pm
 
 
@@ -66,8 +66,31 @@ def validate(config, tasks) -> None:
     if beta_max < beta_min:
         raise ConfigError("diffusion.beta_max", f"must be >= beta_min = {beta_min}, got {beta_max}")
     _real(config, "diffusion.hybrid_coeff", 0.0, float("inf"), low_open=False)
-    _int(config, "train.batch_size", 1)
-    _real(config, "train.lr", 0.0, float("inf"))
-    _real(config, "train.momentum", 0.0, 1.0, low_open=False)
     _int(config, "eval.num_generated", 1)
     _int(config, "eval.batch_size", 1)
+    if task == "rhm":
+        _validate_training(config)
+
+
+def _validate_training(config) -> None:
+    """Fields that only training uses (``config.task == "rhm"``)."""
+    optimizer = _get(config, "train.optimizer")
+    if optimizer not in train.OPTIMIZERS:
+        raise ConfigError("train.optimizer", f"must be one of {list(train.OPTIMIZERS)}, got {optimizer!r}")
+    batch_size = _int(config, "train.batch_size", 1)
+    _real(config, "train.lr", 0.0, float("inf"))
+    _real(config, "train.momentum", 0.0, 1.0, low_open=False, high_open=True)
+    for field in ("num_steps", "eval_every", "patience", "steps_per_call"):
+        _int(config, f"train.{field}", 1)
+    _int(config, "model.width", 1)
+    conditioning = _get(config, "model.time_conditioning")
+    if conditioning not in ("embedding", "none"):
+        raise ConfigError("model.time_conditioning", f"must be 'embedding' or 'none', got {conditioning!r}")
+    if _int(config, "data.val_size", 0) < 1:
+        raise ConfigError("data.val_size", "must be >= 1: early stopping needs a validation set")
+    online = _get(config, "data.online")
+    if not isinstance(online, bool):
+        raise ConfigError("data.online", f"must be True or False, got {online!r}")
+    if not online and batch_size > _get(config, "data.train_size"):
+        raise ConfigError("train.batch_size", f"must be <= data.train_size = {_get(config, 'data.train_size')} "
+                          f"(offline training), got {batch_size}")

@@ -12,7 +12,7 @@ from ml_collections import config_flags
 from rhmdiff import evaluate
 from rhmdiff.config_check import ConfigError, validate
 
-TASKS = {"oracle": evaluate.run_oracle}
+TASKS = {"oracle": evaluate.run_oracle, "rhm": evaluate.run_rhm}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -38,6 +38,9 @@ def main(argv):
     except ConfigError as e:
         print(f"rhmdiff: error: {e}", file=sys.stderr)
         sys.exit(2)
+    # orbax logs every checkpoint step at INFO; keep its warnings and errors only.
+    logging.get_absl_handler().addFilter(
+        lambda record: "orbax" not in record.pathname or record.levelno >= logging.WARNING)
     logging.info("task %s, workdir %s", config.task, _WORKDIR.value)
     TASKS[config.task](config, _WORKDIR.value)
 

@@ -3,7 +3,7 @@ import itertools
 
 import chex
 
-chex.set_n_cpu_devices(2)  # before any JAX computation: lets tests pmap over 2 CPU devices
+chex.set_n_cpu_devices(4)  # before any JAX computation: lets tests pmap over 4 CPU devices
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -129,7 +129,7 @@ class TestVariants(chex.TestCase):
 
 
 def test_pmap_over_devices_matches_single_device():
-    """The same BP and sampling code runs data-parallel under pmap (2 fake CPU devices)."""
+    """The same BP and sampling code runs data-parallel under pmap (4 fake CPU devices)."""
     n_dev = jax.local_device_count()
     assert n_dev >= 2
     g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 3, 2, 3)

@@ -1,7 +1,14 @@
-"""RHM data sets: disjoint train / validation / test splits of distinct sequences."""
+"""RHM data: disjoint train / validation / test splits of distinct sequences (offline
+learning, epochs over a fixed training set) and fresh samples every step (online learning)."""
 from __future__ import annotations
 
+import functools
+
+import jax
+import numpy as np
+
 from rhmdiff import rhm
+from rhmdiff._util import numpy_rng
 
 
 def make_splits(key, g: rhm.Grammar, train_size: int, val_size: int, test_size: int) -> dict:
@@ -22,3 +29,34 @@ def make_splits(key, g: rhm.Grammar, train_size: int, val_size: int, test_size: 
         out[name] = (x[start:start + n], y[start:start + n])
         start += n
     return out
+
+
+def offline_batches(key, train_x, batch_size: int, start: int, num: int) -> np.ndarray:
+    """Training batches ``start .. start+num-1`` of an epoch loop over ``train_x`` (P, d):
+    ``int32[num, batch_size, d]``. Epoch ``e`` visits the data in the order of a
+    permutation drawn from ``fold_in(key, e)``; the last incomplete batch of each epoch is
+    dropped. A pure function of the step, so a resumed run sees the same batches."""
+    P = len(train_x)
+    if not 1 <= batch_size <= P:
+        raise ValueError(f"batch_size must be in [1, train_size = {P}], got {batch_size}")
+    per_epoch = P // batch_size
+    train_x = np.asarray(train_x)
+    out, perms = [], {}
+    for step in range(start, start + num):
+        epoch, i = divmod(step, per_epoch)
+        if epoch not in perms:
+            perms[epoch] = numpy_rng(jax.random.fold_in(key, epoch)).permutation(P)
+        out.append(train_x[perms[epoch][i * batch_size:(i + 1) * batch_size]])
+    return np.stack(out)
+
+
+def online_batches(key, g: rhm.Grammar, batch_size: int, start: int, num: int) -> np.ndarray:
+    """Fresh i.i.d. RHM samples for steps ``start .. start+num-1`` (online learning),
+    ``int32[num, batch_size, d]``; step ``n`` draws from ``fold_in(key, n)``."""
+    keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(np.arange(start, start + num))
+    return np.asarray(_online(keys, g, batch_size))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _online(keys, g, batch_size):
+    return jax.vmap(lambda k: rhm.sample(k, g, batch_size)[0])(keys)

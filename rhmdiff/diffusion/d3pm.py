@@ -157,6 +157,24 @@ def vb_terms(schedule: Schedule, x0, x_t, t, x0_logits, v: int):
     return jnp.where(expand_right(t, x0.ndim) == 1, nll, kl)
 
 
+def noise(key, schedule: Schedule, x0, v: int):
+    """Draw ``t ~ U{1..T}`` per sequence and ``x_t ~ q(x_t | x_0)``: ``(t int[...], x_t)``
+    for ``x0 int[..., d]`` (``t`` has the leading shape, one step per sequence)."""
+    x0 = jnp.asarray(x0)
+    k_t, k_noise = jax.random.split(key)
+    t = jax.random.randint(k_t, x0.shape[:-1], 1, schedule.T + 1)
+    return t, q_sample(k_noise, schedule, x0, t, v)
+
+
+def loss_terms(schedule: Schedule, x0, x_t, t, x0_logits, v: int, hybrid_coeff: float = 0.0):
+    """The objective and metrics of :func:`loss` for given ``(t, x_t)`` and denoiser logits."""
+    term = vb_terms(schedule, x0, x_t, t, x0_logits, v).mean()
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(x0_logits, -1), x0[..., None], -1).mean()
+    vb = schedule.T * term + prior_kl(schedule, x0, v).mean()
+    metrics = {"vb_nats": vb, "vb_bits": vb / np.log(2.0), "ce_nats": ce}
+    return term + hybrid_coeff * ce, metrics
+
+
 def loss(key, logits_fn, schedule: Schedule, x0, v: int, hybrid_coeff: float = 0.0):
     """D3PM training loss on a batch ``x0 int[B, d]`` with ``t ~ U{1..T}`` per sequence.
 
@@ -170,15 +188,8 @@ def loss(key, logits_fn, schedule: Schedule, x0, v: int, hybrid_coeff: float = 0
       bound, nats per token (``vb_bits`` in bits), and ``metrics["ce_nats"]``.
     """
     x0 = jnp.asarray(x0)
-    k_t, k_noise = jax.random.split(key)
-    t = jax.random.randint(k_t, (x0.shape[0],), 1, schedule.T + 1)
-    x_t = q_sample(k_noise, schedule, x0, t, v)
-    logits = logits_fn(x_t, t)
-    term = vb_terms(schedule, x0, x_t, t, logits, v).mean()
-    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), x0[..., None], -1).mean()
-    vb = schedule.T * term + prior_kl(schedule, x0, v).mean()
-    metrics = {"vb_nats": vb, "vb_bits": vb / np.log(2.0), "ce_nats": ce}
-    return term + hybrid_coeff * ce, metrics
+    t, x_t = noise(key, schedule, x0, v)
+    return loss_terms(schedule, x0, x_t, t, logits_fn(x_t, t), v, hybrid_coeff)
 
 
 def nll_bound(key, logits_fn, schedule: Schedule, x0, v: int, progress: bool = False):

@@ -1,0 +1,276 @@
+"""One trainer for every task: pmap data parallelism, optax, early stopping, orbax
+checkpoints with exact resume, metrics (``metrics.jsonl`` + TensorBoard), progress bar.
+
+The task supplies four things to :func:`fit`:
+
+* ``params``: initial parameters;
+* ``loss_fn(params, batch, keys) -> (objective, metrics)`` on one device's batch, with one
+  PRNG key per example;
+* ``batches(start, num) -> array[num, global_batch, ...]``: the global batches of steps
+  ``start .. start+num-1`` (host side; a pure function of the step, so resumes are exact);
+* ``validate(params) -> dict`` with a ``"val_loss"`` entry (lower is better).
+
+Data parallelism: the global batch is cut into one slice per process
+(``jax.process_index()``), then one per local device (``jax.local_device_count()``);
+gradients and metrics are averaged with ``lax.pmean``. The key of example ``i`` of the
+global batch at step ``n`` is ``fold_in(fold_in(key, n), i)``, where each device finds its
+``i`` from ``lax.axis_index`` -- so the trajectory does not depend on the number of
+devices. Steps run in chunks of ``train.steps_per_call`` inside one ``lax.scan``.
+
+Early stopping (paper Sec. 3.1): every ``train.eval_every`` steps the validation loss is
+measured; the best parameters are kept (``workdir/best``) and training stops after
+``train.patience`` evaluations without improvement (or at ``train.num_steps``).
+
+Checkpoints (``workdir/checkpoints``, orbax ``CheckpointManager``, async): the train state
+and the early-stopping bookkeeping after every evaluation. Rerunning the same command
+resumes from the latest one; the result is identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import struct
+from tqdm.auto import tqdm
+
+from rhmdiff._util import write_json
+
+AXIS = "devices"
+OPTIMIZERS = ("sgd", "adam")
+MAX_CONSECUTIVE_NONFINITE = 100
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(name: str, lr: float, momentum: float = 0.9, lr_scale: float = 1.0):
+    """``"sgd"``: SGD with (heavy-ball) momentum at learning rate ``lr * lr_scale``
+    (``lr_scale`` = the model's muP factor, e.g. :func:`rhmdiff.models.unet.mup_lr_scale`);
+    ``"adam"``: Adam at ``lr`` (not muP-scaled: for comparisons at one width).
+    Updates whose loss or gradients are not finite are skipped (``optax.apply_if_finite``,
+    counted in the state; after 100 in a row they are applied, so a diverged run shows)."""
+    if name == "sgd":
+        inner = optax.sgd(lr * lr_scale, momentum=momentum or None)
+    elif name == "adam":
+        inner = optax.adam(lr)
+    else:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    return optax.apply_if_finite(inner, MAX_CONSECUTIVE_NONFINITE)
+
+
+def skipped_updates(opt_state) -> int:
+    """Number of updates skipped so far for non-finite loss or gradients."""
+    return int(opt_state.total_notfinite)
+
+
+def example_keys(key, step, first, num):
+    """Keys of examples ``first .. first+num-1`` of the global batch at ``step``."""
+    k = jax.random.fold_in(key, step)
+    return jax.vmap(lambda i: jax.random.fold_in(k, i))(first + jnp.arange(num))
+
+
+def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices):
+    """pmapped ``(state, steps[n], batches[n, per_device, ...]) -> (state, metrics[n])``."""
+    first_device = jax.process_index() * len(devices)
+
+    def one_step(state, inputs):
+        step, batch = inputs
+        first = (first_device + jax.lax.axis_index(AXIS)) * per_device
+        keys = example_keys(key, step, first, per_device)
+        (objective, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, keys)
+        grads = jax.lax.pmean(grads, AXIS)
+        metrics = jax.lax.pmean(dict(metrics, objective=objective), AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    def chunk(state, steps, batches):
+        return jax.lax.scan(one_step, state, (steps, batches))
+
+    return jax.pmap(chunk, axis_name=AXIS, donate_argnums=0, devices=devices)
+
+
+def _replicate(tree, n: int):
+    return jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
+
+
+def _unreplicate(tree):
+    return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], tree))
+
+
+class Checkpoints:
+    """orbax checkpoints in ``workdir``: ``checkpoints/`` (latest train states + JSON
+    bookkeeping, 2 kept) and ``best/`` (the parameters with the lowest validation loss)."""
+
+    def __init__(self, workdir: str):
+        options = lambda keep: ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        self.latest = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                            options=options(2), item_names=("state", "meta"))
+        self.best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"), options=options(1),
+                                          item_names=("params",))
+
+    def restore_latest(self, abstract_state):
+        step = self.latest.latest_step()
+        if step is None:
+            return None
+        out = self.latest.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        return out.state, out.meta
+
+    def save_latest(self, step: int, state, meta: dict):
+        self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)))
+
+    def save_best(self, step: int, params):
+        self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+
+    def restore_best(self, abstract_params):
+        step = self.best.latest_step()
+        return self.best.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_params))).params
+
+    def wait(self):
+        for manager in (self.latest, self.best):
+            manager.wait_until_finished()
+
+    def close(self):
+        self.wait()
+        for manager in (self.latest, self.best):
+            manager.close()
+
+
+class MetricWriter:
+    """Scalars to ``metrics.jsonl`` (one JSON object per evaluation) and TensorBoard event
+    files (tensorboardX, no TensorFlow). Only process 0 writes. On resume, lines after the
+    restored step are dropped so the file matches an uninterrupted run."""
+
+    def __init__(self, workdir: str, resume_step: int):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if not self.enabled:
+            return
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+            with open(self.path + ".tmp", "w") as f:
+                f.writelines(kept)
+            os.replace(self.path + ".tmp", self.path)
+        from tensorboardX import SummaryWriter
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+
+    def write(self, step: int, scalars: dict, jsonl: bool = True):
+        if not self.enabled:
+            return
+        for name, value in scalars.items():
+            self.tb.add_scalar(name, value, step)
+        if jsonl:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": step, **scalars}) + "\n")
+
+    def close(self):
+        if self.enabled:
+            self.tb.close()
+
+
+def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, validate: Callable,
+        lr_scale: float = 1.0, stop_at: int | None = None, devices=None) -> dict:
+    """Train (or resume) with ``config.train`` = {optimizer, lr, momentum, batch_size,
+    num_steps, eval_every, patience, steps_per_call} and seed ``config.seed``.
+
+    ``stop_at``: stop after that step as if preempted (the run resumes on the next call).
+    ``devices``: the local devices to use (default: all of ``jax.local_devices()``).
+    Returns ``{"params": best parameters, "best_step", "best_val_loss", "steps",
+    "stopped_early", "skipped_updates", "done"}``."""
+    tc = config.train
+    devices = list(devices or jax.local_devices())
+    n_dev, n_proc = len(devices), jax.process_count()
+    if tc.batch_size % (n_dev * n_proc):
+        raise ValueError(f"train.batch_size = {tc.batch_size} must be divisible by the number of "
+                         f"devices ({n_proc} processes x {n_dev} local devices)")
+    per_device = tc.batch_size // (n_dev * n_proc)
+    tx = make_optimizer(tc.optimizer, tc.lr, tc.momentum, lr_scale)
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # diffusion noise of training
+    os.makedirs(workdir, exist_ok=True)
+
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    ckpt = Checkpoints(workdir)
+    meta = {"best_val_loss": math.inf, "best_step": -1, "evals_without_improvement": 0,
+            "stopped_early": False, "done": False}
+    restored = ckpt.restore_latest(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
+    if restored is not None:
+        state, meta = restored
+        logging.info("resumed from step %d of %s", int(state.step), workdir)
+    step = int(state.step)
+    writer = MetricWriter(workdir, step)
+    chunk_fn = _make_chunk_fn(loss_fn, tx, key, per_device, devices)
+    rstate = _replicate(state, n_dev)
+    first_local = jax.process_index() * n_dev * per_device
+
+    bar = tqdm(total=tc.num_steps, initial=step, desc="training", unit="step", disable=meta["done"])
+    train_sums, train_count, t_last = {}, 0, time.perf_counter()
+    while not meta["done"]:
+        next_eval = (step // tc.eval_every + 1) * tc.eval_every
+        end = min(next_eval, tc.num_steps, step + tc.steps_per_call, stop_at or math.inf)
+        x = np.asarray(batches(step, end - step))[:, first_local:first_local + n_dev * per_device]
+        x = x.reshape((end - step, n_dev, per_device) + x.shape[2:]).swapaxes(0, 1)
+        steps = np.broadcast_to(np.arange(step, end, dtype=np.int32), (n_dev, end - step))
+        rstate, metrics = chunk_fn(rstate, steps, x)
+        metrics = jax.device_get(jax.tree_util.tree_map(lambda a: a[0], metrics))
+        for name, values in metrics.items():
+            train_sums[name] = train_sums.get(name, 0.0) + float(np.sum(values))
+        train_count += end - step
+        step = end
+        bar.update(len(metrics["objective"]))
+        bar.set_postfix(loss=f"{float(np.mean(metrics['objective'])):.4g}", best_val=f"{meta['best_val_loss']:.4g}")
+        if step % tc.eval_every and step != tc.num_steps:
+            if stop_at is not None and step >= stop_at:
+                break
+            continue
+        state = _unreplicate(rstate)
+        val = validate(state.params)
+        now = time.perf_counter()
+        scalars = {f"train/{k}": v / train_count for k, v in train_sums.items()}
+        scalars.update({f"val/{k}": float(v) for k, v in val.items()})
+        scalars["train/steps_per_second"] = train_count / (now - t_last)
+        scalars["train/skipped_updates"] = skipped_updates(state.opt_state)
+        train_sums, train_count, t_last = {}, 0, now
+        if val["val_loss"] < meta["best_val_loss"]:
+            meta.update(best_val_loss=float(val["val_loss"]), best_step=step, evals_without_improvement=0)
+            ckpt.save_best(step, state.params)
+        else:
+            meta["evals_without_improvement"] += 1
+        meta["stopped_early"] = meta["evals_without_improvement"] >= tc.patience
+        meta["done"] = meta["stopped_early"] or step >= tc.num_steps
+        writer.write(step, scalars)
+        logging.info("step %d: %s", step, ", ".join(f"{k} {v:.5g}" for k, v in scalars.items()))
+        ckpt.save_latest(step, state, meta)
+        if stop_at is not None and step >= stop_at:
+            break
+    bar.close()
+    if meta["done"] and meta["stopped_early"]:
+        logging.info("early stopping at step %d, best validation loss %.5g at step %d",
+                     step, meta["best_val_loss"], meta["best_step"])
+    state = _unreplicate(rstate)
+    ckpt.wait()
+    best = state.params
+    if meta["best_step"] >= 0:
+        best = ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state.params))
+    ckpt.close()
+    writer.close()
+    write_json(os.path.join(workdir, "train_state.json"), dict(meta, steps=step))
+    return {"params": best, "best_step": meta["best_step"], "best_val_loss": meta["best_val_loss"],
+            "steps": step, "stopped_early": meta["stopped_early"],
+            "skipped_updates": skipped_updates(state.opt_state), "done": meta["done"]}

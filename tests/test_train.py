@@ -1,0 +1,149 @@
+"""The trainer: data parallelism, early stopping, exact resume, learning; the RHM data streams."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from rhmdiff import evaluate, rhm, train
+from rhmdiff.config_base import rhm_config
+from rhmdiff.data import rhm_data
+
+
+def tiny_config(**train_overrides):
+    c = rhm_config()
+    c.rhm.update(v=4, m=2, s=2, L=3)  # 512 sequences of 8 tokens
+    c.data.update(train_size=64, val_size=32, test_size=16)
+    c.model.width = 16
+    c.diffusion.update(T=20, hybrid_coeff=1.0)
+    c.train.update(lr=0.1, num_steps=40, eval_every=10, steps_per_call=5, batch_size=8, patience=100)
+    c.train.update(**train_overrides)
+    c.eval.update(num_generated=16, batch_size=16)
+    return c
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+
+
+def trajectory(workdir):
+    with open(workdir / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    return [{k: v for k, v in row.items() if k != "train/steps_per_second"} for row in rows]
+
+
+def test_pmap_on_four_devices_matches_one_device(tmp_path):
+    """Equal global batch: the loss trajectory and the parameters do not depend on the
+    number of devices (example keys come from the global example index)."""
+    assert jax.local_device_count() >= 4
+    c = tiny_config()
+    runs = {}
+    for n in (1, 4):
+        out = train.fit(c, str(tmp_path / f"d{n}"), devices=jax.local_devices()[:n],
+                        **evaluate.rhm_setup(c)["fit_kwargs"])
+        runs[n] = (out, trajectory(tmp_path / f"d{n}"))
+    (out1, traj1), (out4, traj4) = runs[1], runs[4]
+    assert len(traj1) == len(traj4) == 4
+    for r1, r4 in zip(traj1, traj4):
+        assert r1.keys() == r4.keys()
+        for k in r1:
+            np.testing.assert_allclose(r1[k], r4[k], rtol=2e-4, err_msg=k)
+    for a, b in zip(leaves(out1["params"]), leaves(out4["params"])):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_batch_size_must_divide_over_devices(tmp_path):
+    c = tiny_config(batch_size=6)
+    with pytest.raises(ValueError, match="batch_size"):
+        train.fit(c, str(tmp_path), devices=jax.local_devices()[:4], **evaluate.rhm_setup(c)["fit_kwargs"])
+
+
+def test_early_stopping_keeps_the_best_parameters(tmp_path):
+    """With a scripted validation loss the run stops ``patience`` evaluations after the
+    minimum and returns the parameters evaluated there."""
+    c = tiny_config(patience=2, num_steps=100)
+    kwargs = evaluate.rhm_setup(c)["fit_kwargs"]
+    script, seen = [5.0, 3.0, 4.0, 2.5, 2.6, 2.7, 1.0], []
+
+    def validate(params):
+        seen.append(jax.tree_util.tree_map(np.array, params))
+        return {"val_loss": script[len(seen) - 1]}
+
+    out = train.fit(c, str(tmp_path), **dict(kwargs, validate=validate))
+    assert out["stopped_early"] and out["done"]
+    assert (out["best_step"], out["steps"], out["best_val_loss"]) == (40, 60, 2.5)
+    assert len(seen) == 6
+    for a, b in zip(leaves(out["params"]), leaves(seen[3])):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(leaves(out["params"]), leaves(seen[-1])))
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    """Interrupted at a checkpoint (step 20) and between checkpoints (step 25), then rerun:
+    the final parameters and the metrics file equal those of one uninterrupted run."""
+    c = tiny_config()
+    kwargs = evaluate.rhm_setup(c)["fit_kwargs"]
+    full = train.fit(c, str(tmp_path / "full"), **kwargs)
+    assert train.fit(c, str(tmp_path / "cut"), stop_at=20, **kwargs)["done"] is False
+    assert train.fit(c, str(tmp_path / "cut"), stop_at=25, **kwargs)["steps"] == 25
+    resumed = train.fit(c, str(tmp_path / "cut"), **kwargs)
+    assert resumed["steps"] == full["steps"] == 40
+    for a, b in zip(leaves(full["params"]), leaves(resumed["params"])):
+        np.testing.assert_array_equal(a, b)
+    assert trajectory(tmp_path / "cut") == trajectory(tmp_path / "full")
+    again = train.fit(c, str(tmp_path / "cut"), **kwargs)  # finished: nothing left to train
+    assert again["steps"] == 40 and again["best_step"] == full["best_step"]
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 3e-3)])
+def test_loss_decreases_on_a_tiny_problem(tmp_path, optimizer, lr):
+    c = tiny_config(optimizer=optimizer, lr=lr, num_steps=300, eval_every=100, steps_per_call=50)
+    kwargs = evaluate.rhm_setup(c)["fit_kwargs"]
+    initial_val = kwargs["validate"](kwargs["params"])["val_loss"]
+    out = train.fit(c, str(tmp_path), **kwargs)
+    rows = trajectory(tmp_path)
+    assert rows[-1]["train/objective"] < 0.8 * rows[0]["train/objective"]
+    assert out["best_val_loss"] < 0.7 * initial_val
+    assert rows[-1]["train/skipped_updates"] == 0
+
+
+def test_non_finite_updates_are_skipped_and_counted():
+    tx = train.make_optimizer("sgd", 0.1, 0.9)
+    params = {"w": np.ones(3, np.float32)}
+    state = tx.init(params)
+    _, state = tx.update({"w": np.array([1.0, np.nan, 0.0], np.float32)}, state, params)
+    updates, state = tx.update({"w": np.ones(3, np.float32)}, state, params)
+    assert train.skipped_updates(state) == 1
+    np.testing.assert_allclose(updates["w"], -0.1)  # momentum buffer untouched by the bad step
+
+
+def test_offline_batches_are_epochs_of_permutations():
+    key = jax.random.PRNGKey(3)
+    train_x = np.arange(40, dtype=np.int32).reshape(20, 2)
+    b = rhm_data.offline_batches(key, train_x, 6, 0, 9)  # 3 batches per epoch, 2 rows dropped
+    assert b.shape == (9, 6, 2)
+    for epoch in range(3):
+        rows = b[3 * epoch:3 * epoch + 3].reshape(-1, 2)
+        assert len({tuple(r) for r in rows}) == 18 and set(rows[:, 0] // 2) <= set(range(20))
+    assert not np.array_equal(b[:3], b[3:6])  # a new order every epoch
+    np.testing.assert_array_equal(rhm_data.offline_batches(key, train_x, 6, 4, 3), b[4:7])
+    with pytest.raises(ValueError, match="batch_size"):
+        rhm_data.offline_batches(key, train_x, 21, 0, 1)
+
+
+def test_online_batches_are_fresh_valid_samples():
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 4, 2, 2, 2)
+    key = jax.random.PRNGKey(1)
+    b = rhm_data.online_batches(key, g, 8, 5, 3)
+    assert b.shape == (3, 8, 4)
+    assert bool(np.all(rhm.is_valid(g, b.reshape(-1, 4))))
+    np.testing.assert_array_equal(rhm_data.online_batches(key, g, 8, 6, 1)[0], b[1])
+    assert not np.array_equal(b[0], b[1])
+
+
+def test_copies_of_against_brute_force():
+    rng = np.random.default_rng(0)
+    train_x = rng.integers(0, 3, (30, 4)).astype(np.int32)
+    gen = np.concatenate([train_x[:5], rng.integers(0, 3, (40, 4))]).astype(np.int32)
+    expected = [any(np.array_equal(x, y) for y in train_x) for x in gen]
+    np.testing.assert_array_equal(evaluate.copies_of(gen, train_x), expected)
