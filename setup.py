@@ -21,6 +21,8 @@ setup(
         "numpy>=1.26,<3",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
+        "tensorboardX>=2.6,<3",  # TensorBoard event files without TensorFlow
+        "scikit-learn>=1.3,<2",  # k-means of the clustering algorithm
     ],
     extras_require={
         "test": ["pytest>=8,<10", "scipy>=1.11,<2"],

@@ -5,9 +5,20 @@ import chex
 
 chex.set_n_cpu_devices(4)  # before any JAX computation: lets tests pmap over 4 CPU devices
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# Trainer tests compile the same step functions several times (one fit per run): a
+# session-local persistent cache turns the repeats into cache hits.
+_CACHE = tempfile.mkdtemp(prefix="rhmdiff-jax-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 from rhmdiff import rhm  # noqa: E402
 

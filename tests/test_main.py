@@ -9,8 +9,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_main(workdir, *overrides):
-    cmd = [sys.executable, "-m", "rhmdiff.main", "--config=configs/rhm_oracle.py", f"--workdir={workdir}", *overrides]
+def run_main(workdir, *overrides, config="configs/rhm_oracle.py"):
+    cmd = [sys.executable, "-m", "rhmdiff.main", f"--config={config}", f"--workdir={workdir}", *overrides]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -27,6 +27,43 @@ def test_oracle_task_writes_results(tmp_path):
     assert results["config"]["diffusion"]["T"] == 100
 
 
+TINY_RHM = ["--config.rhm.v=4", "--config.rhm.m=2", "--config.data.train_size=64", "--config.data.val_size=32",
+            "--config.data.test_size=16", "--config.model.width=16", "--config.diffusion.T=20",
+            "--config.train.num_steps=40", "--config.train.eval_every=20", "--config.train.steps_per_call=10",
+            "--config.train.batch_size=8", "--config.eval.num_generated=32"]
+
+
+def test_rhm_task_trains_generates_and_resumes(tmp_path):
+    """configs/rhm_L3.py end to end on a tiny grammar; rerunning the finished command
+    resumes from its checkpoint (no training left) and reproduces results.json."""
+    workdir = tmp_path / "rhm"
+    proc = run_main(workdir, *TINY_RHM, config="configs/rhm_L3.py")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((workdir / "results.json").read_text())
+    for key in ("accuracy", "num_generated", "memorized_fraction", "train_size", "steps", "val_loss",
+                "novel_valid_fraction", "test_vb_bits", "oracle_vb_bits"):
+        assert key in results, key
+    assert len(results["accuracy"]) == 3 and results["num_generated"] == 32 and results["train_size"] == 64
+    assert results["steps"] == 40 and results["test_vb_bits"] >= results["oracle_vb_bits"] - 0.05
+    assert "A_1=" in proc.stdout and "copies of training points" in proc.stdout
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [20, 40]
+    assert list((workdir / "tensorboard").iterdir()) and (workdir / "checkpoints").is_dir()
+    again = run_main(workdir, *TINY_RHM, config="configs/rhm_L3.py")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((workdir / "results.json").read_text())["accuracy"] == results["accuracy"]
+    assert (workdir / "metrics.jsonl").read_text().count("\n") == 2
+
+
+def test_online_config_trains_on_fresh_samples(tmp_path):
+    workdir = tmp_path / "online"
+    proc = run_main(workdir, *TINY_RHM, config="configs/rhm_online.py")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["online"] and results["train_size"] is None and results["memorized_fraction"] == 0.0
+    assert results["steps"] == 40 and len(results["accuracy"]) == 3
+
+
 @pytest.mark.parametrize("override, field", [
     ("--config.rhm.m=9", "config.rhm.m"),
     ("--config.rhm.v=-1", "config.rhm.v"),
@@ -36,10 +73,14 @@ def test_oracle_task_writes_results(tmp_path):
     ("--config.data.test_size=100000", "config.data.train_size"),
     ("--config.rhm.nonexistent=1", "nonexistent"),
     ("--config.rhm.m=abc", "config.rhm.m"),
+    ("--config.task=rhm --config.train.optimizer=lbfgs", "config.train.optimizer"),
+    ("--config.task=rhm --config.data.val_size=0", "config.data.val_size"),
+    ("--config.task=rhm --config.data.val_size=16 --config.train.batch_size=2000 --config.data.train_size=1000",
+     "config.train.batch_size"),
 ])
 def test_bad_config_is_one_line_error(tmp_path, override, field):
     workdir = tmp_path / "bad"
-    proc = run_main(workdir, override)
+    proc = run_main(workdir, *override.split())
     assert proc.returncode != 0
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr, proc.stderr

@@ -1,0 +1,1 @@
+"""Analyses that are not training: correlations, clustering, sample complexities, figures."""

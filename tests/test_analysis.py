@@ -1,0 +1,108 @@
+"""Theory formulas, token correlations and the clustering algorithm against direct computations."""
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from rhmdiff import rhm, theory
+from rhmdiff.analysis import clustering, correlations
+
+
+def test_sample_complexity_closed_form():
+    assert theory.sample_complexity(8, 3, 2, 1) == pytest.approx(8 * 9 / (1 - 3 / 8))
+    assert theory.sample_complexities(32, 8, 2, 3) == pytest.approx(
+        [32 * 8 ** (l + 1) / (1 - 8 / 32) for l in (1, 2, 3)])
+    assert theory.sample_complexity(4, 4, 2, 2) == math.inf  # every tuple valid
+    assert theory.correlation_magnitude(8, 3, 2, 3) == pytest.approx(math.sqrt((1 - 3 / 8) / (8**3 * 3**5)))
+    # P_l is where the correlation magnitude of Eq. (5) meets the sampling noise (v^2 m P)^(-1/2)
+    for level in (2, 3, 4):
+        P = theory.sample_complexity(16, 4, 2, level)
+        assert theory.correlation_magnitude(16, 4, 2, level) == pytest.approx(theory.sampling_noise(16, 4, P))
+    with pytest.raises(ValueError, match="level"):
+        theory.sample_complexity(8, 3, 2, 0)
+    with pytest.raises(ValueError, match="m"):
+        theory.sample_complexity(8, 9, 2, 1)
+
+
+def test_token_correlation_matches_direct_loop():
+    rng = np.random.default_rng(0)
+    v, n, d = 3, 200, 6
+    x = rng.integers(0, v, (n, d))
+    x[:, 3] = x[:, 0]  # a strong correlation at distance 3
+    onehot = np.eye(v)[x]
+    expected = [np.nan]
+    for t in range(1, d):
+        norms = []
+        for i in range(d - t):
+            a, b = onehot[:, i], onehot[:, i + t]
+            cov = (a - a.mean(0)).T @ (b - b.mean(0)) / n  # population covariance, v x v
+            norms.append(np.linalg.norm(cov))
+        expected.append(np.mean(norms))
+    got = correlations.token_correlation(x, v)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    assert got[3] > 2 * got[1]
+
+
+def test_token_correlation_noise_floor():
+    x = np.random.default_rng(1).integers(0, 5, (4000, 10))
+    corr = correlations.token_correlation(x, 5)[1:]
+    assert np.mean(corr) == pytest.approx(correlations.noise_floor(5, 4000), rel=0.15)
+
+
+def test_token_correlation_decays_on_rhm_data():
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 2, 2, 3)
+    x, _ = rhm.sample(jax.random.PRNGKey(1), g, 20000)
+    corr = correlations.token_correlation(x, 8)
+    assert corr[1] > corr[2] > correlations.noise_floor(8, 20000)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(tokens=np.zeros((3, 4), np.float32)), "integer"),
+    (dict(tokens=np.full((3, 4), 5)), r"\[0, v\)"),
+    (dict(tokens=np.zeros(4, int)), r"\[N, d\]"),
+])
+def test_token_correlation_rejects_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        correlations.token_correlation(bad["tokens"], 4)
+
+
+def test_cluster_purity():
+    assert clustering.cluster_purity([0, 0, 1, 1], [2, 2, 3, 3]) == 1.0
+    assert clustering.cluster_purity([0, 0, 0, 0], [2, 2, 3, 3]) == 0.5
+    assert clustering.cluster_purity([0, 1, 0, 1], [0, 0, 1, 1]) == 0.5
+
+
+@pytest.mark.parametrize("level", [1, 2])
+@pytest.mark.parametrize("context", ["token", "tuple"])
+def test_clustering_recovers_synonyms_from_exact_contexts(level, context):
+    """On the whole language (each sequence once = the exact RHM distribution) the
+    mean-context vectors are exact: synonyms share one vector, and when the v parents'
+    vectors are distinct (checked: small grammars can tie) k-means groups exactly the synonyms."""
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 2, 2, 3)
+    x, _ = rhm.sample_distinct(jax.random.PRNGKey(0), g, rhm.num_sequences(g))
+    x = np.asarray(x)
+    codes = clustering.tuple_symbols(g, x, level) @ np.array([8, 1])
+    ctx = x[:, :1] if context == "token" else x[:, :2]
+    values, vectors = clustering.mean_contexts(codes, np.eye(8)[ctx].reshape(len(x), -1))
+    parents = {a for a in range(8) for c in np.asarray(g.rules[level - 1, a]) @ np.array([8, 1]) if c in values}
+    assert len(values) == 2 * len(parents) == 2 * len(np.unique(np.round(vectors, 9), axis=0))
+    assert clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), x, g, level, context) == 1.0
+
+
+def test_clustering_fails_without_data_and_rejects_bad_arguments():
+    g = rhm.make_grammar(jax.random.PRNGKey(3), 8, 2, 2, 3)
+    x, _ = rhm.sample(jax.random.PRNGKey(0), g, 20)  # far below P_2 = 85
+    assert clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), x, g, 1, "token") < 1.0
+    with pytest.raises(ValueError, match="context"):
+        clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), x, g, 1, "pair")
+    with pytest.raises(ValueError, match="level"):
+        clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), x, g, 3, "token")
+
+
+def test_tuple_symbols_are_the_second_tuple_below_the_level():
+    g = rhm.make_grammar(jax.random.PRNGKey(3), 4, 2, 2, 3)
+    x, _ = rhm.sample(jax.random.PRNGKey(0), g, 50)
+    x = np.asarray(x)
+    np.testing.assert_array_equal(clustering.tuple_symbols(g, x, 1), x[:, 2:4])
+    np.testing.assert_array_equal(clustering.tuple_symbols(g, x, 2), np.asarray(rhm.decode(g, x)[0])[:, 2:4])
