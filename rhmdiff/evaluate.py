@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.tree_util import Partial
 
 from rhmdiff import rhm, train
 from rhmdiff._util import write_json
@@ -135,7 +136,7 @@ def make_val_loss(key, model: UNet, schedule: d3pm.Schedule, val_x, v: int, batc
 def generate(key, model: UNet, params, schedule: d3pm.Schedule, num: int, d: int, v: int,
              batch_size: int, progress: bool = True) -> np.ndarray:
     """``num`` sequences from the trained D3PM (ancestral sampler), in batches."""
-    denoise = lambda x_t, t: jax.nn.softmax(model.apply(params, x_t, t), -1)
+    denoise = Partial(lambda p, x_t, t: jax.nn.softmax(model.apply(p, x_t, t), -1), params)
     out = [np.asarray(d3pm.sample(jax.random.fold_in(key, i), denoise, schedule,
                                   (min(batch_size, num - i), d), v, progress))
            for i in range(0, num, batch_size)]
@@ -199,7 +200,7 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
         t0 = time.perf_counter()
         oracle = d3pm.oracle_denoiser(g, schedule)
         for name, logits_fn in (
-                ("test_vb_bits", lambda x_t, t: model.apply(fitted["params"], x_t, t)),
+                ("test_vb_bits", Partial(model.apply, fitted["params"])),
                 ("oracle_vb_bits", lambda x_t, t: jnp.log(oracle(x_t, t)))):
             vb[name] = float(d3pm.nll_bound(k_vb, logits_fn, schedule, test_x, g.v, progress=True).mean()) / math.log(2)
         seconds["vb_bounds"] = time.perf_counter() - t0

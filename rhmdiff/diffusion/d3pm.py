@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from rhmdiff import bp
@@ -192,20 +193,30 @@ def loss(key, logits_fn, schedule: Schedule, x0, v: int, hybrid_coeff: float = 0
     return loss_terms(schedule, x0, x_t, t, logits_fn(x_t, t), v, hybrid_coeff)
 
 
+def _as_argument(fn) -> Partial:
+    """``fn`` as a pytree that jitted code takes as an *argument*: a ``jax.tree_util.Partial``
+    keeps its bound arrays (e.g. network parameters) as traced inputs instead of baking
+    them into the compiled program as constants."""
+    return fn if isinstance(fn, Partial) else Partial(fn)
+
+
 def nll_bound(key, logits_fn, schedule: Schedule, x0, v: int, progress: bool = False):
     """The full variational bound on -log p(x_0), per token in nats, summing every step
-    t = 1..T (one x_t draw each) plus the prior KL: ``float32[B]`` per sequence."""
+    t = 1..T (one x_t draw each) plus the prior KL: ``float32[B]`` per sequence.
+    Pass a network as ``jax.tree_util.Partial(apply, params)`` to keep its parameters out
+    of the compiled program's constants."""
     x0 = jnp.asarray(x0)
 
     @jax.jit
-    def term(k, t):
+    def term(fn, k, t):
         tt = jnp.full((x0.shape[0],), t)
         x_t = q_sample(k, schedule, x0, tt, v)
-        return vb_terms(schedule, x0, x_t, tt, logits_fn(x_t, tt), v).mean(-1)
+        return vb_terms(schedule, x0, x_t, tt, fn(x_t, tt), v).mean(-1)
 
+    logits_fn = _as_argument(logits_fn)
     total = prior_kl(schedule, x0, v).mean(-1)
     for t in tqdm(range(1, schedule.T + 1), desc="VB bound", disable=not progress, leave=False):
-        total = total + term(jax.random.fold_in(key, t), t)
+        total = total + term(logits_fn, jax.random.fold_in(key, t), t)
     return total
 
 
@@ -213,23 +224,31 @@ def _reverse_process(key, x0_probs_fn, schedule: Schedule, shape, v: int, progre
     """Ancestral sampling x_T ~ uniform, x_{t-1} ~ p(x_{t-1} | x_t), t = T..1."""
 
     @jax.jit
-    def step(k, x, t):
+    def step(fn, k, x, t):
         k_x0, k_step = jax.random.split(k)
         tt = jnp.full(shape[:1], t)
-        logits = q_posterior_logits(schedule, x0_probs_fn(k_x0, x, tt), x, tt, v)
+        logits = q_posterior_logits(schedule, fn(k_x0, x, tt), x, tt, v)
         return jax.random.categorical(k_step, logits, axis=-1).astype(jnp.int32)
 
+    x0_probs_fn = _as_argument(x0_probs_fn)
     k_init, key = jax.random.split(key)
     x = jax.random.randint(k_init, shape, 0, v, dtype=jnp.int32)
     for t in tqdm(range(schedule.T, 0, -1), desc="reverse steps", disable=not progress, leave=False):
-        x = step(jax.random.fold_in(key, t), x, t)
+        x = step(x0_probs_fn, jax.random.fold_in(key, t), x, t)
     return x
+
+
+def _drop_key(denoise_fn, k, x, t):
+    return denoise_fn(x, t)
 
 
 def sample(key, denoise_fn, schedule: Schedule, shape, v: int, progress: bool = False):
     """Ancestral sampling from T to 0 with ``denoise_fn(x_t, t) -> p(x_0 | x_t) [..., v]``
-    (probabilities; the trained U-Net or the BP oracle). Returns int32 ``shape``."""
-    return _reverse_process(key, lambda k, x, t: denoise_fn(x, t), schedule, tuple(shape), v, progress)
+    (probabilities; the trained U-Net or the BP oracle). Returns int32 ``shape``.
+    Pass a network as ``jax.tree_util.Partial(probs_fn, params)`` to keep its parameters
+    out of the compiled program's constants."""
+    return _reverse_process(key, Partial(_drop_key, _as_argument(denoise_fn)), schedule, tuple(shape), v,
+                            progress)
 
 
 def oracle_denoiser(g: Grammar, schedule: Schedule):
