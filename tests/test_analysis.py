@@ -2,6 +2,7 @@
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -106,3 +107,34 @@ def test_tuple_symbols_are_the_second_tuple_below_the_level():
     x = np.asarray(x)
     np.testing.assert_array_equal(clustering.tuple_symbols(g, x, 1), x[:, 2:4])
     np.testing.assert_array_equal(clustering.tuple_symbols(g, x, 2), np.asarray(rhm.decode(g, x)[0])[:, 2:4])
+
+
+def test_sensitivity_zero_for_invariant_features_and_ordered_for_random_features():
+    """A function of the root is invariant to every R_l (S = 0); random features of the
+    tokens are more sensitive to deeper resets, and close to 1 at the root's level."""
+    from rhmdiff.analysis import sensitivity
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 2, 2, 3)
+    x, y = rhm.sample(jax.random.PRNGKey(1), g, 4000)
+    w = jax.random.normal(jax.random.PRNGKey(2), (8 * 8, 64))
+
+    def features(tokens):
+        onehot = jax.nn.one_hot(tokens, 8).reshape(len(tokens), -1)
+        root = jax.nn.one_hot(rhm.decode(g, tokens)[-1][:, 0], 8)
+        return {"root": root, "random": jnp.tanh(onehot @ w)}
+
+    S = sensitivity.relative_sensitivity(jax.random.PRNGKey(3), features, g, x)
+    np.testing.assert_allclose(S["root"], 0.0)
+    assert S["random"][0] < S["random"][1] < S["random"][2] < 1.0
+    assert S["random"][2] > 0.8 and S["random"][0] > 0.1
+
+
+def test_unet_sensitivity_has_one_entry_per_block_and_level():
+    from rhmdiff.analysis import sensitivity
+    from rhmdiff.models.unet import UNet
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 4, 2, 2, 3)
+    x, _ = rhm.sample(jax.random.PRNGKey(1), g, 64)
+    model = UNet(v=4, s=2, L=3, width=16, T=100)
+    params = model.init(jax.random.PRNGKey(2), x[:1], jnp.ones((1,), jnp.int32))
+    S = sensitivity.relative_sensitivity(jax.random.PRNGKey(3), sensitivity.unet_features(model, params, 1), g, x)
+    assert sorted(S) == sorted([f"encoder_{k}" for k in (1, 2, 3)] + [f"decoder_{k}" for k in (1, 2, 3)])
+    assert all(s.shape == (3,) and np.all(np.isfinite(s)) and np.all(s >= 0) for s in S.values())
