@@ -1,6 +1,6 @@
 """Speed of one U-Net D3PM training step, printed as JSON.
 
-    python benchmarks/bench_unet.py [--widths 256 1024 4096] [--steps 20] [--repeats 3]
+    python benchmarks/bench_unet.py [--widths 256 1024 4096] [--steps 100] [--repeats 5]
 
 For each width C: milliseconds per training step at batch 32, (v, m, s, L) = (8, 3, 2, 3),
 T = 1000 -- the trainer's own pmapped step (forward, backward, pmean, optimizer update),
@@ -79,8 +79,8 @@ def matmul_gflops(n: int, repeats: int) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 4096])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     v, s, L, batch = 8, 2, 3, 32
     rows = []
