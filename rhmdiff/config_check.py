@@ -41,11 +41,43 @@ def _real(config, field, low, high, low_open=True, high_open=True):
 
 
 def validate(config, tasks) -> None:
-    """Raise :class:`ConfigError` for the first bad field of an RHM config."""
+    """Raise :class:`ConfigError` for the first bad field of a config of one of ``tasks``."""
     task = _get(config, "task")
     if task not in tasks:
         raise ConfigError("task", f"must be one of {sorted(tasks)}, got {task!r}")
     _int(config, "seed", 0)
+    if task == "clustering_sweep":
+        _validate_clustering_sweep(config)
+        return
+    _validate_rhm(config)
+    if task == "rhm":
+        _validate_training(config)
+
+
+def _int_list(config, field, low):
+    values = _get(config, field)
+    if not isinstance(values, (list, tuple)) or not values or not all(
+            isinstance(x, numbers.Integral) and not isinstance(x, bool) and x >= low for x in values):
+        raise ConfigError(field, f"must be a non-empty list of integers >= {low}, got {values!r}")
+    return [int(x) for x in values]
+
+
+def _validate_clustering_sweep(config) -> None:
+    v, s = _int(config, "sweep.v", 1), _int(config, "sweep.s", 2)
+    for m in _int_list(config, "sweep.m_values", 1):
+        if m > v ** (s - 1):
+            raise ConfigError("sweep.m_values", f"every m must be <= v**(s-1) = {v ** (s - 1)}, got {m}")
+    _int_list(config, "sweep.L_values", 2)
+    _int(config, "sweep.num_seeds", 1)
+    _int(config, "sweep.num_P", 2)
+    p_min = _int(config, "sweep.P_min", 2)
+    if _int(config, "sweep.P_max", 2) <= p_min:
+        raise ConfigError("sweep.P_max", f"must be > P_min = {p_min}")
+    _real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
+
+
+def _validate_rhm(config) -> None:
+    """Fields of the RHM tasks (``oracle``, ``rhm``)."""
     _int(config, "rhm.seed", 0)
     sizes = {k: _get(config, f"rhm.{k}") for k in ("v", "m", "s", "L")}
     try:
@@ -68,8 +100,6 @@ def validate(config, tasks) -> None:
     _real(config, "diffusion.hybrid_coeff", 0.0, float("inf"), low_open=False)
     _int(config, "eval.num_generated", 1)
     _int(config, "eval.batch_size", 1)
-    if task == "rhm":
-        _validate_training(config)
 
 
 def _validate_training(config) -> None:

@@ -85,7 +85,9 @@ def test_clustering_recovers_synonyms_from_exact_contexts(level, context):
     x = np.asarray(x)
     codes = clustering.tuple_symbols(g, x, level) @ np.array([8, 1])
     ctx = x[:, :1] if context == "token" else x[:, :2]
-    values, vectors = clustering.mean_contexts(codes, np.eye(8)[ctx].reshape(len(x), -1))
+    values, vectors = clustering.mean_contexts(codes, ctx, 8)
+    direct = np.stack([np.eye(8)[ctx[codes == c]].reshape(-1, 8 * ctx.shape[1]).mean(0) for c in values])
+    np.testing.assert_allclose(vectors, direct)
     parents = {a for a in range(8) for c in np.asarray(g.rules[level - 1, a]) @ np.array([8, 1]) if c in values}
     assert len(values) == 2 * len(parents) == 2 * len(np.unique(np.round(vectors, 9), axis=0))
     assert clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), x, g, level, context) == 1.0
@@ -138,3 +140,20 @@ def test_unet_sensitivity_has_one_entry_per_block_and_level():
     S = sensitivity.relative_sensitivity(jax.random.PRNGKey(3), sensitivity.unet_features(model, params, 1), g, x)
     assert sorted(S) == sorted([f"encoder_{k}" for k in (1, 2, 3)] + [f"decoder_{k}" for k in (1, 2, 3)])
     assert all(s.shape == (3,) and np.all(np.isfinite(s)) and np.all(s >= 0) for s in S.values())
+
+
+def test_p_star_interpolates_in_log_p():
+    from rhmdiff.analysis.sample_complexity import fit_power_law, p_star
+    P = [10, 100, 1000, 10000]
+    assert p_star(P, [0.1, 0.3, 0.7, 0.9], 0.5) == pytest.approx(10**2.5)
+    assert p_star(P, [0.6, 0.7, 0.8, 0.9], 0.5) == 10
+    assert p_star(P, [0.1, 0.2, 0.3, 0.4], 0.5) == math.inf
+    # a synthetic family of sigmoids in log P with known P* = c m^3 gives back exponent 3
+    ms = np.array([2, 3, 4, 6])
+    grid = np.logspace(0, 6, 61)
+    stars = [p_star(grid, 1 / (1 + (5 * m**3 / grid) ** 2), 0.5) for m in ms]
+    np.testing.assert_allclose(stars, 5 * ms**3, rtol=0.02)
+    exponent, prefactor = fit_power_law(ms, stars)
+    assert exponent == pytest.approx(3, abs=0.02) and prefactor == pytest.approx(5, rel=0.05)
+    with pytest.raises(ValueError, match="increasing"):
+        p_star([10, 5], [0.1, 0.9])

@@ -85,3 +85,20 @@ def test_bad_config_is_one_line_error(tmp_path, override, field):
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert not workdir.exists()
+
+
+def test_clustering_sweep_task_and_figures_command(tmp_path):
+    workdir = tmp_path / "clu"
+    proc = run_main(workdir, "--config.sweep.m_values=(2, 3)", "--config.sweep.L_values=(2,)",
+                    "--config.sweep.num_seeds=1", "--config.sweep.P_max=20000", "--config.sweep.num_P=8",
+                    config="configs/clustering_m.py")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((workdir / "clustering_sweep.json").read_text())
+    assert len(results["curves"]) == 4 and {r["context"] for r in results["summary"]} == {"token", "tuple"}
+    assert all(r["p_star"][0] < r["p_star"][1] for r in results["summary"])  # m = 3 needs more data
+    png = workdir / "clustering_sweep.png"
+    assert png.stat().st_size > 0
+    png.unlink()
+    replot = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", str(workdir)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert replot.returncode == 0 and png.exists(), replot.stderr[-2000:]

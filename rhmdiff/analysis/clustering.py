@@ -33,12 +33,15 @@ def tuple_symbols(g: rhm.Grammar, tokens, level: int) -> np.ndarray:
     return below[:, g.s:2 * g.s]
 
 
-def mean_contexts(codes, context) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, vectors)``: the distinct tuple codes seen and, for each, the mean of the
-    ``context [N, k]`` rows where it occurs (one ``np.add.at`` pass)."""
+def mean_contexts(codes, context, v: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, vectors)``: the distinct tuple ``codes [N]`` seen and, for each, the mean
+    one-hot encoding of the integer ``context [N, c]`` rows where it occurs (``[n, c*v]``,
+    the c one-hots side by side), from one ``bincount``."""
+    context = np.asarray(context)
     values, inverse = np.unique(codes, return_inverse=True)
-    sums = np.zeros((len(values), context.shape[1]))
-    np.add.at(sums, inverse, context)
+    c = context.shape[1]
+    flat = (inverse[:, None] * c + np.arange(c)) * v + context
+    sums = np.bincount(flat.ravel(), minlength=len(values) * c * v).reshape(len(values), c * v)
     return values, sums / np.bincount(inverse)[:, None]
 
 
@@ -52,26 +55,47 @@ def cluster_purity(labels, parents) -> float:
     return hits / len(labels)
 
 
+def possible_parents(g: rhm.Grammar, level: int) -> np.ndarray:
+    """The level-``level`` symbols that can occur as the *second* level-``level`` latent
+    (child 1 of the first level-(level+1) latent, whose ancestors are all first children)."""
+    rules = np.asarray(g.rules)
+    syms = np.arange(g.v)  # the root
+    for l in range(g.L, level + 1, -1):
+        syms = np.unique(rules[l - 1][syms][:, :, 0])
+    return np.unique(rules[level][syms][:, :, 1])
+
+
 def synonym_clustering_accuracy(key, tokens, g: rhm.Grammar, level: int, context: str) -> float:
     """Run the clustering algorithm on ``tokens int[N, s**L]`` for the tuples of level
-    ``level - 1`` below level-``level`` latents (``1 <= level <= L - 1``) and return the
-    purity of the clusters with respect to the true parents (1.0: synonyms recovered
-    exactly, since there are as many clusters as parents). Only tuples that occur in ``tokens`` are clustered; ``key`` seeds k-means."""
+    ``level - 1`` below level-``level`` latents (``1 <= level <= L - 1``; the level-(level-1)
+    latents are the true ones, from :func:`rhmdiff.rhm.decode`) and score it.
+
+    The tuples seen in ``tokens`` are clustered by k-means into as many clusters as they
+    have parents; the score is the number of tuples whose cluster's majority parent is
+    their own, divided by the number of tuples that can occur there (m times
+    :func:`possible_parents`), so unseen tuples count as failures and the score is 1.0
+    exactly when every possible tuple was seen and the clusters are the synonym classes.
+    ``key`` seeds k-means."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if not isinstance(level, (int, np.integer)) or not 1 <= level <= g.L - 1:
         raise ValueError(f"level must be an integer in [1, L - 1] = [1, {g.L - 1}], got {level!r}")
     x = np.asarray(tokens)
     tuples = tuple_symbols(g, x, level)
+    complete = (tuples >= 0).all(1)  # decode gives -1 above an invalid lower-level tuple
+    x, tuples = x[complete], tuples[complete]
     powers = g.v ** np.arange(g.s - 1, -1, -1)
     codes = tuples @ powers
-    ctx = x[:, :1] if context == "token" else x[:, :g.s]
-    onehot = (ctx[:, :, None] == np.arange(g.v)).reshape(len(x), -1).astype(np.float64)
-    values, vectors = mean_contexts(codes, onehot)
+    values, vectors = mean_contexts(codes, x[:, :1] if context == "token" else x[:, :g.s], g.v)
     rule_codes = np.asarray(g.rules[level - 1]) @ powers  # [v, m]: codes of each symbol's productions
     parent_of = dict(zip(rule_codes.ravel().tolist(), np.repeat(np.arange(g.v), g.m).tolist()))
+    known = np.array([c in parent_of for c in values.tolist()], bool)
+    values, vectors = values[known], vectors[known]
+    num_possible = g.m * len(possible_parents(g, level))
+    if len(values) < 2:
+        return 0.0
     parents = np.array([parent_of[c] for c in values.tolist()])
     n_clusters = len(np.unique(parents))
     seed = int(numpy_rng(key).integers(2**31))
     labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(vectors)
-    return float(cluster_purity(labels, parents))
+    return float(cluster_purity(labels, parents) * len(values) / num_possible)
