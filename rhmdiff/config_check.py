@@ -46,12 +46,29 @@ def validate(config, tasks) -> None:
     if task not in tasks:
         raise ConfigError("task", f"must be one of {sorted(tasks)}, got {task!r}")
     _int(config, "seed", 0)
-    if task == "clustering_sweep":
-        _validate_clustering_sweep(config)
+    if task in ("clustering_sweep", "onestep"):
+        _validate_grammar_sweep(config, task)
         return
     _validate_rhm(config)
-    if task == "rhm":
+    if task in ("rhm", "sweep"):
         _validate_training(config)
+    if task == "sweep":
+        _validate_sweep(config)
+
+
+def _validate_sweep(config) -> None:
+    v, s, L = (_get(config, f"rhm.{k}") for k in ("v", "s", "L"))
+    for m in _int_list(config, "sweep.m_values", 1):
+        try:
+            rhm.check_sizes(v, m, s, L)
+        except ValueError as e:
+            raise ConfigError("sweep.m_values", str(e)) from None
+    batch_size = _get(config, "train.batch_size")
+    for P in _int_list(config, "sweep.train_sizes", 1):
+        if P < batch_size:
+            raise ConfigError("sweep.train_sizes", f"every P must be >= train.batch_size = {batch_size}, got {P}")
+    _int_list(config, "sweep.seeds", 0)
+    _real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
 
 
 def _int_list(config, field, low):
@@ -62,18 +79,23 @@ def _int_list(config, field, low):
     return [int(x) for x in values]
 
 
-def _validate_clustering_sweep(config) -> None:
+def _validate_grammar_sweep(config, task) -> None:
+    """The sweeps over grammars without training (``clustering_sweep``, ``onestep``)."""
     v, s = _int(config, "sweep.v", 1), _int(config, "sweep.s", 2)
     for m in _int_list(config, "sweep.m_values", 1):
         if m > v ** (s - 1):
             raise ConfigError("sweep.m_values", f"every m must be <= v**(s-1) = {v ** (s - 1)}, got {m}")
-    _int_list(config, "sweep.L_values", 2)
+    if task == "clustering_sweep":
+        _int_list(config, "sweep.L_values", 2)
+        _real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
+    else:
+        _int(config, "sweep.L", 2)
+        _real(config, "sweep.eta", 0.0, float("inf"))
     _int(config, "sweep.num_seeds", 1)
     _int(config, "sweep.num_P", 2)
     p_min = _int(config, "sweep.P_min", 2)
     if _int(config, "sweep.P_max", 2) <= p_min:
         raise ConfigError("sweep.P_max", f"must be > P_min = {p_min}")
-    _real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
 
 
 def _validate_rhm(config) -> None:

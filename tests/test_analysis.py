@@ -157,3 +157,26 @@ def test_p_star_interpolates_in_log_p():
     assert exponent == pytest.approx(3, abs=0.02) and prefactor == pytest.approx(5, rel=0.05)
     with pytest.raises(ValueError, match="increasing"):
         p_star([10, 5], [0.1, 0.9])
+
+
+def test_one_step_update_is_the_token_tuple_correlation():
+    """Eq. (22)-(23): after one GD step from W_0 = log P^(nu), dW = eta C^_P(nu, mu) with
+    C^_P(nu, mu) = P^(X_{s+1} = nu, tuple = mu) - P^(nu) P^(mu), computed here by counting."""
+    from rhmdiff.analysis import onestep
+    rng = np.random.default_rng(0)
+    idx, y = rng.integers(0, 6, 500), rng.integers(0, 4, 500)
+    w0, dw = onestep.one_step_update(idx, y, 6, 4, eta=0.7)
+    joint = np.zeros((4, 6))
+    np.add.at(joint, (y, idx), 1.0 / 500)
+    corr = joint - joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+    np.testing.assert_allclose(dw, 0.7 * corr, atol=1e-6)
+    np.testing.assert_allclose(w0, np.tile(np.log(joint.sum(1))[:, None], (1, 6)), rtol=1e-6)
+
+
+def test_one_step_separability_grows_with_p():
+    from rhmdiff.analysis import onestep
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 2, 2, 2)
+    x, _ = rhm.sample(jax.random.PRNGKey(1), g, 20000)
+    few = onestep.synonym_separability(jax.random.PRNGKey(2), x[:30], g)
+    many = onestep.synonym_separability(jax.random.PRNGKey(2), x, g)
+    assert few < 0.8 and many == 1.0

@@ -102,3 +102,27 @@ def test_clustering_sweep_task_and_figures_command(tmp_path):
     replot = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", str(workdir)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert replot.returncode == 0 and png.exists(), replot.stderr[-2000:]
+
+
+def test_sweep_task_trains_each_point_once(tmp_path):
+    workdir = tmp_path / "sweep"
+    args = [*TINY_RHM, "--config.sweep.train_sizes=(16, 64)", "--config.sweep.m_values=(2,)",
+            "--config.train.num_steps=20", "--config.train.eval_every=10", "--config.data.test_size=0",
+            "--config.eval.num_generated=16", "--config.data.val_size=16"]
+    proc = run_main(workdir, *args, config="configs/sweep_P.py")
+    assert proc.returncode == 0 and "m2_P16_seed0: training" in proc.stderr, proc.stderr[-2000:]
+    results = json.loads((workdir / "sweep.json").read_text())
+    assert [(p["m"], p["P"]) for p in results["points"]] == [(2, 16), (2, 64)]
+    assert (workdir / "sweep.png").stat().st_size > 0 and (workdir / "m2_P64_seed0" / "results.json").exists()
+    again = run_main(workdir, *args, config="configs/sweep_P.py")
+    assert again.returncode == 0 and again.stderr.count(": training") == 0, again.stderr[-2000:]
+    assert json.loads((workdir / "sweep.json").read_text())["points"] == results["points"]
+
+
+def test_onestep_task(tmp_path):
+    workdir = tmp_path / "onestep"
+    proc = run_main(workdir, "--config.sweep.m_values=(2,)", "--config.sweep.num_seeds=1",
+                    "--config.sweep.P_max=3000", "--config.sweep.num_P=5", config="configs/onestep_gd.py")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    curve = json.loads((workdir / "onestep.json").read_text())["curves"][0]["separability"]
+    assert curve[-1] > curve[0] and (workdir / "onestep.png").exists()

@@ -55,14 +55,19 @@ def cluster_purity(labels, parents) -> float:
     return hits / len(labels)
 
 
+def first_symbols(g: rhm.Grammar, level: int) -> np.ndarray:
+    """The symbols that can occur as the *first* level-``level`` latent (level L: all v)."""
+    rules = np.asarray(g.rules)
+    syms = np.arange(g.v)
+    for l in range(g.L, level, -1):
+        syms = np.unique(rules[l - 1][syms][:, :, 0])
+    return syms
+
+
 def possible_parents(g: rhm.Grammar, level: int) -> np.ndarray:
     """The level-``level`` symbols that can occur as the *second* level-``level`` latent
-    (child 1 of the first level-(level+1) latent, whose ancestors are all first children)."""
-    rules = np.asarray(g.rules)
-    syms = np.arange(g.v)  # the root
-    for l in range(g.L, level + 1, -1):
-        syms = np.unique(rules[l - 1][syms][:, :, 0])
-    return np.unique(rules[level][syms][:, :, 1])
+    (child 1 of the first level-(level+1) latent)."""
+    return np.unique(np.asarray(g.rules)[level][first_symbols(g, level + 1)][:, :, 1])
 
 
 def synonym_clustering_accuracy(key, tokens, g: rhm.Grammar, level: int, context: str) -> float:

@@ -53,7 +53,65 @@ def plot_clustering_sweep(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-PLOTTERS = {"clustering_sweep.json": plot_clustering_sweep}
+def plot_sweep(results: dict, path: str) -> None:
+    """Fig. 1a: A_l of generated data vs P (mean over seeds, one figure per m), with the
+    inset A_l vs P / m^{l+1}; and, with several m, P* vs m (Fig. 2)."""
+    points = results["points"]
+    ms = sorted({p["m"] for p in points})
+    L = results["L"]
+    ncols = len(ms) + (len(results["p_star"]) >= 2)
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
+    colors = plt.get_cmap("plasma", L + 1)
+    for ax, m in zip(axes[0], ms):
+        Ps = sorted({p["P"] for p in points if p["m"] == m})
+        acc = np.array([np.mean([p["accuracy"] for p in points if (p["m"], p["P"]) == (m, P)], axis=0) for P in Ps])
+        inset = ax.inset_axes([0.6, 0.12, 0.37, 0.35])
+        for level in range(1, L + 1):
+            ax.plot(Ps, acc[:, level - 1], "o-", color=colors(level - 1), label=f"A_{level}")
+            inset.plot(np.asarray(Ps) / m ** (level + 1), acc[:, level - 1], "o-", ms=3, color=colors(level - 1))
+        inset.set(xscale="log", title="vs P / m^(l+1)")
+        inset.tick_params(labelsize=6)
+        inset.title.set_fontsize(7)
+        ax.set(xscale="log", ylim=(0, 1.02), xlabel="P (training points)", ylabel="accuracy A_l",
+               title=f"v={results['v']}, m={m}, L={L}")
+        ax.legend(loc="upper left", fontsize=8)
+    if ncols > len(ms):
+        ax = axes[0][-1]
+        rows = results["p_star"]
+        m = np.array([r["m"] for r in rows], float)
+        stars = np.array([r["p_star"] for r in rows])
+        ax.plot(m, stars, "o", color="tab:blue", label="diffusion model")
+        if "exponent" in results:
+            ax.plot(m, results["prefactor"] * m ** results["exponent"], "-", color="tab:blue",
+                    label=f"fit: exponent {results['exponent']:.2f}")
+        ax.plot(m, stars[0] * (m / m[0]) ** (L + 1), "k:", label=f"m^{L + 1}")
+        ax.set(xscale="log", yscale="log", xlabel="m", ylabel=f"P* (A_L >= {results['threshold']})")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_onestep(results: dict, path: str) -> None:
+    """Separability of synonyms after one GD step vs P (App. B), P_2 marked per m; and the
+    same against P / P_2."""
+    fig, (ax, ax_scaled) = plt.subplots(1, 2, figsize=(10, 4))
+    P = np.asarray(results["train_sizes"])
+    cmap = plt.get_cmap("viridis", len(results["curves"]))
+    for i, c in enumerate(results["curves"]):
+        ax.plot(P, c["separability"], "o-", ms=3, color=cmap(i), label=f"m={c['m']}")
+        ax.axvline(c["P_2"], color=cmap(i), ls=":", lw=0.8)
+        ax_scaled.plot(P / c["P_2"], c["separability"], "o-", ms=3, color=cmap(i), label=f"m={c['m']}")
+    ax.set(xscale="log", xlabel="P", ylabel="synonym separability (k-means purity)",
+           title=f"one-step GD, v={results['v']} (dotted: P_2)")
+    ax_scaled.set(xscale="log", xlabel="P / P_2", title="collapse onto P / P_2")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PLOTTERS = {"clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
 
 
 def replot(workdir: str) -> list[str]:

@@ -1,0 +1,18 @@
+"""One-step gradient descent (paper App. B): synonym separability vs P for several m.
+
+    python -m rhmdiff.main --config=configs/onestep_gd.py --workdir=runs/onestep_gd
+"""
+import ml_collections
+
+
+def get_config(preset: str = "cpu"):
+    if preset not in ("cpu", "paper"):
+        raise ValueError(f"preset must be 'cpu' or 'paper', got {preset!r}")
+    c = ml_collections.ConfigDict()
+    c.task = "onestep"
+    c.seed = 0
+    c.sweep = ml_collections.ConfigDict(dict(
+        v=16, s=2, L=2, m_values=(2, 4, 8), num_seeds=3, eta=1.0, P_min=10, P_max=300_000, num_P=22))
+    if preset == "paper":
+        c.sweep.update(v=32, m_values=(2, 4, 8, 16), num_seeds=10, P_max=3_000_000, num_P=28)
+    return c

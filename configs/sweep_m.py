@@ -1,0 +1,34 @@
+"""Sample complexity P* of the diffusion model vs m at L = 2 (paper Fig. 2, blue points).
+
+    python -m rhmdiff.main --config=configs/sweep_m.py --workdir=runs/sweep_m
+
+For each m, one ``rhm`` training per P (resumable); P* is the P where A_L of the generated
+data crosses 1/2 (interpolated in log P), and the fitted exponent of P* vs m is compared
+with L + 1 = 3. ``cpu``: v = 32, s = 2, m in {2, 3, 4}, width 256, P from 32 to 2048
+(points beyond the grammar's size are skipped), 20k steps at most, 256 generated sequences
+(~30 minutes on 2 CPU cores). ``paper``: m up to 8, 3 seeds, larger P.
+"""
+import importlib.util
+import os
+
+
+def _sweep_P():
+    spec = importlib.util.spec_from_file_location("sweep_P", os.path.join(os.path.dirname(__file__), "sweep_P.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(preset: str = "cpu"):
+    c = _sweep_P().get_config(preset)
+    c.rhm.update(v=32, m=2, s=2, L=2)
+    c.data.update(train_size=64, val_size=64, test_size=64)
+    c.sweep.m_values = (2, 3, 4)
+    c.sweep.train_sizes = (32, 64, 128, 256, 512, 1024, 2048)
+    c.train.update(num_steps=20_000, eval_every=500, patience=5)
+    c.eval.num_generated = 256
+    if preset == "paper":
+        c.sweep.m_values = (2, 3, 4, 6, 8)
+        c.sweep.train_sizes = tuple(2**k for k in range(5, 17))
+        c.sweep.seeds = (0, 1, 2)
+    return c

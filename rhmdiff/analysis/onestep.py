@@ -1,0 +1,82 @@
+"""One-step gradient descent (paper App. B, Eqs. 20-24): the ``onestep`` task.
+
+A perceptron ``f_nu(x; W) = sum_mu W[nu, mu] x_mu`` with softmax output (Eq. 20) predicts
+the token X_{s+1} from the first s-tuple X_{1:s}, given as the one-hot of its index mu among
+the tuples seen. W starts at log P^(X_{s+1} = nu) for every mu (assumption ii) and takes one
+gradient step of size eta on the empirical cross-entropy (Eq. 21). Then
+``W = log P^(nu) + eta C^_P(nu, mu)`` (Eq. 23): each column is the empirical token-tuple
+correlation, equal for synonyms up to sampling noise of size (v^2 m P)^{-1/2}, so synonyms
+become separable once P >> P_2 = v m^3 / (1 - m/v^{s-1}). Separability is scored by
+clustering the columns (k-means, purity w.r.t. the true parents, unseen tuples = failures).
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.cluster import KMeans
+from tqdm.auto import tqdm
+
+from rhmdiff import rhm, theory
+from rhmdiff._util import numpy_rng, write_json
+from rhmdiff.analysis import clustering, figures
+
+
+def one_step_update(tuple_index, next_token, num_tuples: int, v: int, eta: float):
+    """``(W_0, dW)``, both ``[v, num_tuples]``: the initialization ``W_0[nu, mu] = log P^(nu)``
+    and the change of W after one GD step of size ``eta`` on the cross-entropy of the
+    Eq. (20) model (the gradient comes from jax.grad; Eq. 22 says ``dW = eta C^_P``)."""
+    idx, y = jnp.asarray(tuple_index), jnp.asarray(next_token)
+    prior = jnp.bincount(y, length=v) / len(y)
+    w0 = jnp.tile(jnp.log(prior)[:, None], (1, num_tuples))
+
+    def loss(w):
+        logits = w[:, idx].T  # f_nu(x) = W[nu, mu(x)]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits, -1), y[:, None], -1))
+
+    return np.asarray(w0), np.asarray(-eta * jax.grad(loss)(w0))
+
+
+def synonym_separability(key, tokens, g: rhm.Grammar, eta: float = 1.0) -> float:
+    """Train the one-step model on ``tokens`` and score how well k-means on the columns of
+    ``dW = eta C^_P`` groups the first s-tuples into their parents' classes."""
+    x = np.asarray(tokens)
+    powers = g.v ** np.arange(g.s - 1, -1, -1)
+    values, index = np.unique(x[:, :g.s] @ powers, return_inverse=True)
+    if len(values) < 2:
+        return 0.0
+    _, dw = one_step_update(index, x[:, g.s], len(values), g.v, eta)
+    rule_codes = np.asarray(g.rules[0]) @ powers
+    parent_of = dict(zip(rule_codes.ravel().tolist(), np.repeat(np.arange(g.v), g.m).tolist()))
+    parents = np.array([parent_of[c] for c in values.tolist()])
+    num_possible = g.m * len(clustering.first_symbols(g, 1))
+    seed = int(numpy_rng(key).integers(2**31))
+    labels = KMeans(n_clusters=len(np.unique(parents)), n_init=10, random_state=seed).fit_predict(dw.T)
+    return float(clustering.cluster_purity(labels, parents) * len(values) / num_possible)
+
+
+def run(config, workdir: str) -> dict:
+    """Separability vs P for each m (``config.sweep``), next to P_2 (Eq. 24). Writes
+    ``onestep.json`` and ``onestep.png``."""
+    sw = config.sweep
+    os.makedirs(workdir, exist_ok=True)
+    grid = np.unique(np.round(np.logspace(np.log10(sw.P_min), np.log10(sw.P_max), sw.num_P)).astype(int))
+    key = jax.random.PRNGKey(config.seed)
+    curves = []
+    for m in tqdm(sw.m_values, desc="one-step GD"):
+        scores = []
+        for seed in range(sw.num_seeds):
+            g = rhm.make_grammar(jax.random.PRNGKey(seed), sw.v, m, sw.s, sw.L)
+            x = np.asarray(rhm.sample(jax.random.fold_in(key, seed), g, int(grid[-1]))[0])
+            scores.append([synonym_separability(jax.random.fold_in(key, int(P)), x[:P], g, sw.eta) for P in grid])
+        curves.append({"m": m, "separability": np.mean(scores, 0).tolist(),
+                       "P_2": theory.sample_complexity(sw.v, m, sw.s, 2)})
+    results = {"task": "onestep", "train_sizes": grid.tolist(), "v": sw.v, "curves": curves,
+               "config": config.to_dict()}
+    write_json(os.path.join(workdir, "onestep.json"), results)
+    figures.plot_onestep(results, os.path.join(workdir, "onestep.png"))
+    for c in curves:
+        print(f"m={c['m']}: separability {np.round(c['separability'], 2).tolist()} (P_2 = {c['P_2']:.0f})")
+    return results
