@@ -50,6 +50,11 @@ def validate(config, tasks) -> None:
         _validate_grammar_sweep(config, task)
         return
     _validate_rhm(config)
+    if task == "correlations":
+        _int(config, "correlations.num_data", 2)
+        sources = _get(config, "correlations.sources")
+        if not isinstance(sources, (list, tuple)) or not all(isinstance(x, str) for x in sources):
+            raise ConfigError("correlations.sources", f"must be a list of directory patterns, got {sources!r}")
     if task in ("rhm", "sweep"):
         _validate_training(config)
     if task == "sweep":

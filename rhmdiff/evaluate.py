@@ -172,7 +172,8 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
     early stopping on the validation VB; online: fresh samples every step), then with the
     best parameters generate ``eval.num_generated`` sequences and measure A_1..A_L, the
     fraction of copies of training points, the fraction of valid and novel sequences, and
-    the test VB next to the BP oracle's on the same test set. Writes results.json.
+    the test VB next to the BP oracle's on the same test set. Writes results.json and the
+    generated sequences (``generated.npy``, int32 [num_generated, d]).
     ``stop_at`` interrupts training after that step (as a preemption would) and returns None."""
     os.makedirs(workdir, exist_ok=True)
     setup = rhm_setup(config)
@@ -190,6 +191,9 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
     x = generate(k_gen, model, fitted["params"], schedule, config.eval.num_generated, g.d, g.v,
                  config.eval.batch_size)
     seconds["generation"] = time.perf_counter() - t0
+    with open(os.path.join(workdir, "generated.npy.tmp"), "wb") as f:
+        np.save(f, x)
+    os.replace(os.path.join(workdir, "generated.npy.tmp"), os.path.join(workdir, "generated.npy"))
     valid = np.asarray(rhm.is_valid(g, x))
     copies = copies_of(x, train_x) if len(train_x) else np.zeros(len(x), bool)
     random_x = jax.random.randint(k_rand, x.shape, 0, g.v)

@@ -10,11 +10,11 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rhmdiff import evaluate
-from rhmdiff.analysis import clustering_sweep, onestep, sweeps
+from rhmdiff.analysis import clustering_sweep, correlation_task, onestep, sweeps
 from rhmdiff.config_check import ConfigError, validate
 
 TASKS = {"oracle": evaluate.run_oracle, "rhm": evaluate.run_rhm, "clustering_sweep": clustering_sweep.run,
-         "sweep": sweeps.run, "onestep": onestep.run}
+         "sweep": sweeps.run, "onestep": onestep.run, "correlations": correlation_task.run}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")

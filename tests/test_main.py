@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,7 @@ def test_rhm_task_trains_generates_and_resumes(tmp_path):
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [20, 40]
     assert list((workdir / "tensorboard").iterdir()) and (workdir / "checkpoints").is_dir()
+    assert np.load(workdir / "generated.npy").shape == (32, 8)
     again = run_main(workdir, *TINY_RHM, config="configs/rhm_L3.py")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((workdir / "results.json").read_text())["accuracy"] == results["accuracy"]
@@ -126,3 +128,16 @@ def test_onestep_task(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     curve = json.loads((workdir / "onestep.json").read_text())["curves"][0]["separability"]
     assert curve[-1] > curve[0] and (workdir / "onestep.png").exists()
+
+
+def test_correlations_task_reads_generated_samples(tmp_path):
+    source = tmp_path / "run_a"
+    source.mkdir()
+    np.save(source / "generated.npy", np.random.default_rng(0).integers(0, 8, (64, 8)).astype(np.int32))
+    workdir = tmp_path / "corr"
+    proc = run_main(workdir, "--config.correlations.num_data=64", "--config.correlations.oracle=False",
+                    f"--config.correlations.sources=('{tmp_path}/run_*',)", config="configs/correlations.py")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((workdir / "correlations.json").read_text())["curves"]
+    assert [r["name"] for r in rows] == ["RHM data", "run_a"] and len(rows[0]["correlation"]) == 8
+    assert (workdir / "correlations.png").exists()

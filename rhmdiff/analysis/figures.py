@@ -111,7 +111,24 @@ def plot_onestep(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-PLOTTERS = {"clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
+def plot_correlations(results: dict, path: str) -> None:
+    """Fig. 1c: token-token correlation vs distance t, per source, with each noise floor."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    cmap = plt.get_cmap("tab10")
+    for i, row in enumerate(results["curves"]):
+        corr = np.asarray(row["correlation"], float)
+        t = np.arange(1, len(corr))
+        ax.plot(t, corr[1:], "o-", ms=3, color=cmap(i % 10), label=f"{row['name']} (N={row['num']})")
+        ax.axhline(row["noise_floor"], color=cmap(i % 10), ls=":", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="distance t", ylabel="||Cov(x_i, x_{i+t})||_F",
+           title="token correlations (dotted: noise floor)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PLOTTERS = {"correlations.json": plot_correlations, "clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
 
 
 def replot(workdir: str) -> list[str]:
