@@ -10,9 +10,11 @@ log grid of P; P* is where the score (averaged over grammar seeds) crosses ``thr
 """
 import ml_collections
 
+from rhmdiff.config_base import base_config
+
 
 def get_config(preset: str = "cpu"):
-    c = ml_collections.ConfigDict()
+    c = base_config()
     c.task = "clustering_sweep"
     c.seed = 0
     c.sweep = ml_collections.ConfigDict(dict(

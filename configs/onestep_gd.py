@@ -4,11 +4,13 @@
 """
 import ml_collections
 
+from rhmdiff.config_base import base_config
+
 
 def get_config(preset: str = "cpu"):
     if preset not in ("cpu", "paper"):
         raise ValueError(f"preset must be 'cpu' or 'paper', got {preset!r}")
-    c = ml_collections.ConfigDict()
+    c = base_config()
     c.task = "onestep"
     c.seed = 0
     c.sweep = ml_collections.ConfigDict(dict(

@@ -3,8 +3,20 @@
 import ml_collections
 
 
-def rhm_config() -> ml_collections.ConfigDict:
+def base_config() -> ml_collections.ConfigDict:
+    """Fields every config has: ``task``, ``seed``, ``overwrite`` (allow reusing a workdir
+    that holds a run with another config: its old files are deleted) and ``distributed``
+    (call ``jax.distributed.initialize()``; TPU pods and SLURM are also detected)."""
     c = ml_collections.ConfigDict()
+    c.task = ""
+    c.seed = 0
+    c.overwrite = False
+    c.distributed = False
+    return c
+
+
+def rhm_config() -> ml_collections.ConfigDict:
+    c = base_config()
     c.task = "rhm"
     c.seed = 0  # diffusion noise, sampling, data order
     c.rhm = ml_collections.ConfigDict(dict(v=8, m=3, s=2, L=3, seed=0))  # grammar seed
@@ -16,6 +28,6 @@ def rhm_config() -> ml_collections.ConfigDict:
         dict(T=1000, schedule="linear", beta_min=1e-4, beta_max=0.02, hybrid_coeff=1.0))
     c.train = ml_collections.ConfigDict(
         dict(optimizer="sgd", lr=1.0, momentum=0.9, batch_size=32, num_steps=100_000,
-             eval_every=1000, patience=10, steps_per_call=100))
+             eval_every=1000, patience=10, steps_per_call=100, max_nonfinite=100))
     c.eval = ml_collections.ConfigDict(dict(num_generated=1024, batch_size=1024))
     return c

@@ -183,6 +183,8 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
     logging.info("U-Net width %d: %d parameters", config.model.width, num_params)
     t0 = time.perf_counter()
     fitted = train.fit(config, workdir, stop_at=stop_at, **setup["fit_kwargs"])
+    if fitted["preempted"]:
+        raise train.Preempted(f"preempted at step {fitted['steps']}; checkpoint saved in {workdir}")
     if not fitted["done"]:
         return None
     seconds = {"training": time.perf_counter() - t0}
@@ -191,9 +193,10 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
     x = generate(k_gen, model, fitted["params"], schedule, config.eval.num_generated, g.d, g.v,
                  config.eval.batch_size)
     seconds["generation"] = time.perf_counter() - t0
-    with open(os.path.join(workdir, "generated.npy.tmp"), "wb") as f:
-        np.save(f, x)
-    os.replace(os.path.join(workdir, "generated.npy.tmp"), os.path.join(workdir, "generated.npy"))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "generated.npy.tmp"), "wb") as f:
+            np.save(f, x)
+        os.replace(os.path.join(workdir, "generated.npy.tmp"), os.path.join(workdir, "generated.npy"))
     valid = np.asarray(rhm.is_valid(g, x))
     copies = copies_of(x, train_x) if len(train_x) else np.zeros(len(x), bool)
     random_x = jax.random.randint(k_rand, x.shape, 0, g.v)
@@ -231,8 +234,9 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
         "seconds": seconds,
         "config": config.to_dict(),
     }
-    write_json(os.path.join(workdir, "results.json"), results)
-    print(summary(results))
+    if jax.process_index() == 0:
+        write_json(os.path.join(workdir, "results.json"), results)
+        print(summary(results))
     return results
 
 

@@ -4,12 +4,19 @@ The config file's ``get_config()`` gives an ml_collections ConfigDict (locked: o
 a key that does not exist is an error); ``config.task`` picks the job. Bad values end the
 run before any compute with one line on stderr naming the field.
 """
+import json
+import os
+import shutil
+import signal
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rhmdiff import evaluate
+from rhmdiff._util import write_json
+from rhmdiff.train import Preempted
 from rhmdiff.analysis import clustering_sweep, correlation_task, onestep, sweeps
 from rhmdiff.config_check import ConfigError, validate
 
@@ -31,20 +38,80 @@ def _parse_flags(argv):
         sys.exit(2)
 
 
+def initialize_distributed(config) -> None:
+    """``jax.distributed.initialize()`` for multi-process runs: explicitly from
+    ``JAX_COORDINATOR_ADDRESS`` + ``RHMDIFF_NUM_PROCESSES`` + ``RHMDIFF_PROCESS_ID`` (as
+    ``launch/local_multiprocess.sh`` sets them), or by JAX's cluster auto-detection (Cloud TPU
+    pods, SLURM, ...) when ``config.distributed`` is set or SLURM runs several tasks."""
+    env = os.environ
+    if "RHMDIFF_NUM_PROCESSES" in env:
+        if jax.devices()[0].platform == "cpu":
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["RHMDIFF_NUM_PROCESSES"]),
+                                   int(env["RHMDIFF_PROCESS_ID"]))
+    elif config.get("distributed", False) or int(env.get("SLURM_NTASKS", "1")) > 1:
+        jax.distributed.initialize()
+    logging.info("process %d of %d, %d local / %d global devices: %s", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count(), jax.devices())
+
+
+def _first_difference(old, new, prefix="config"):
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = _first_difference(a, b, f"{prefix}.{k}")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}.{k}: {a!r} -> {b!r}"
+    return None
+
+
+def claim_workdir(config, workdir: str) -> None:
+    """Refuse (ConfigError) a workdir that holds a run with a different config, unless
+    ``config.overwrite``; then its old files are deleted. Records ``workdir/config.json``."""
+    current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
+    for k in ("overwrite", "distributed"):
+        current.pop(k, None)
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        difference = _first_difference(stored, current)
+        if difference and not config.get("overwrite", False):
+            raise ConfigError("overwrite", f"workdir {workdir} holds a run with a different config "
+                              f"({difference}); use another --workdir or --config.overwrite=True")
+        if difference and jax.process_index() == 0:
+            logging.warning("overwrite: deleting the previous run in %s (%s)", workdir, difference)
+            shutil.rmtree(workdir)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        write_json(path, current)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
+    config, workdir = _CONFIG.value, _WORKDIR.value
     try:
         validate(config, TASKS)
+        initialize_distributed(config)
+        claim_workdir(config, workdir)
     except ConfigError as e:
         print(f"rhmdiff: error: {e}", file=sys.stderr)
         sys.exit(2)
     # orbax logs every checkpoint step at INFO; keep its warnings and errors only.
     logging.get_absl_handler().addFilter(
         lambda record: "orbax" not in record.pathname or record.levelno >= logging.WARNING)
-    logging.info("task %s, workdir %s", config.task, _WORKDIR.value)
-    TASKS[config.task](config, _WORKDIR.value)
+    logging.info("task %s, workdir %s", config.task, workdir)
+    try:
+        TASKS[config.task](config, workdir)
+    except Preempted as e:
+        print(f"rhmdiff: {e}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
+    except (FloatingPointError, FileNotFoundError) as e:
+        print(f"rhmdiff: error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

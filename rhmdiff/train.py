@@ -30,6 +30,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -49,6 +51,10 @@ OPTIMIZERS = ("sgd", "adam")
 MAX_CONSECUTIVE_NONFINITE = 100
 
 
+class Preempted(Exception):
+    """Training stopped on SIGTERM / an orbax preemption notice after saving a checkpoint."""
+
+
 @struct.dataclass
 class TrainState:
     step: jax.Array
@@ -56,19 +62,20 @@ class TrainState:
     opt_state: Any
 
 
-def make_optimizer(name: str, lr: float, momentum: float = 0.9, lr_scale: float = 1.0):
+def make_optimizer(name: str, lr: float, momentum: float = 0.9, lr_scale: float = 1.0,
+                   max_nonfinite: int = MAX_CONSECUTIVE_NONFINITE):
     """``"sgd"``: SGD with (heavy-ball) momentum at learning rate ``lr * lr_scale``
     (``lr_scale`` = the model's muP factor, e.g. :func:`rhmdiff.models.unet.mup_lr_scale`);
     ``"adam"``: Adam at ``lr`` (not muP-scaled: for comparisons at one width).
     Updates whose loss or gradients are not finite are skipped (``optax.apply_if_finite``,
-    counted in the state; after 100 in a row they are applied, so a diverged run shows)."""
+    counted in the state); :func:`fit` stops the run after ``train.max_nonfinite`` in a row."""
     if name == "sgd":
         inner = optax.sgd(lr * lr_scale, momentum=momentum or None)
     elif name == "adam":
         inner = optax.adam(lr)
     else:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    return optax.apply_if_finite(inner, MAX_CONSECUTIVE_NONFINITE)
+    return optax.apply_if_finite(inner, max_nonfinite)
 
 
 def skipped_updates(opt_state) -> int:
@@ -83,12 +90,11 @@ def example_keys(key, step, first, num):
 
 
 def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices):
-    """pmapped ``(state, steps[n], batches[n, per_device, ...]) -> (state, metrics[n])``."""
-    first_device = jax.process_index() * len(devices)
+    """pmapped ``(state, first, steps[n], batches[n, per_device, ...]) -> (state, metrics[n])``,
+    ``first``: the global index of the device's first example in every batch."""
 
-    def one_step(state, inputs):
+    def one_step(state, inputs, first):
         step, batch = inputs
-        first = (first_device + jax.lax.axis_index(AXIS)) * per_device
         keys = example_keys(key, step, first, per_device)
         (objective, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, keys)
         grads = jax.lax.pmean(grads, AXIS)
@@ -97,10 +103,28 @@ def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices):
         params = optax.apply_updates(state.params, updates)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    def chunk(state, steps, batches):
-        return jax.lax.scan(one_step, state, (steps, batches))
+    def chunk(state, first, steps, batches):
+        return jax.lax.scan(lambda st, inp: one_step(st, inp, first), state, (steps, batches))
 
     return jax.pmap(chunk, axis_name=AXIS, donate_argnums=0, devices=devices)
+
+
+class _PreemptionFlag:
+    """Context manager: SIGTERM (a scheduler's preemption notice) sets a flag instead of
+    killing the process, so the trainer can save a checkpoint first; the previous handler
+    is restored on exit. Outside the main thread it does nothing (signals go there)."""
+
+    def __enter__(self):
+        self._event = threading.Event()
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
+        return self._event
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
 
 
 def _replicate(tree, n: int):
@@ -108,7 +132,9 @@ def _replicate(tree, n: int):
 
 
 def _unreplicate(tree):
-    return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], tree))
+    """The first local replica as host arrays (works when the arrays span several processes)."""
+    first = lambda x: (x.addressable_data(0) if isinstance(x, jax.Array) else x)[0]
+    return jax.device_get(jax.tree_util.tree_map(first, tree))
 
 
 class Checkpoints:
@@ -123,12 +149,17 @@ class Checkpoints:
                                           item_names=("params",))
 
     def restore_latest(self, abstract_state):
-        step = self.latest.latest_step()
-        if step is None:
-            return None
-        out = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-        return out.state, out.meta
+        """``(state, meta)`` of the newest checkpoint that loads (an unreadable one is
+        skipped with a warning), or None."""
+        for step in sorted(self.latest.all_steps(), reverse=True):
+            try:
+                out = self.latest.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                return out.state, out.meta
+            except Exception as e:  # noqa: BLE001 -- any unreadable checkpoint: fall back to an older one
+                logging.warning("checkpoint at step %d of %s does not load (%s: %s); trying an older one",
+                                step, self.latest.directory, type(e).__name__, str(e).splitlines()[0][:200])
+        return None
 
     def save_latest(self, step: int, state, meta: dict):
         self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -201,14 +232,15 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
         raise ValueError(f"train.batch_size = {tc.batch_size} must be divisible by the number of "
                          f"devices ({n_proc} processes x {n_dev} local devices)")
     per_device = tc.batch_size // (n_dev * n_proc)
-    tx = make_optimizer(tc.optimizer, tc.lr, tc.momentum, lr_scale)
+    max_nonfinite = tc.get("max_nonfinite", MAX_CONSECUTIVE_NONFINITE)
+    tx = make_optimizer(tc.optimizer, tc.lr, tc.momentum, lr_scale, max_nonfinite + 1)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # diffusion noise of training
     os.makedirs(workdir, exist_ok=True)
 
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
     ckpt = Checkpoints(workdir)
     meta = {"best_val_loss": math.inf, "best_step": -1, "evals_without_improvement": 0,
-            "stopped_early": False, "done": False}
+            "stopped_early": False, "done": False, "train_sums": {}, "train_count": 0}
     restored = ckpt.restore_latest(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
     if restored is not None:
         state, meta = restored
@@ -218,48 +250,64 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
     chunk_fn = _make_chunk_fn(loss_fn, tx, key, per_device, devices)
     rstate = _replicate(state, n_dev)
     first_local = jax.process_index() * n_dev * per_device
+    firsts = first_local + per_device * np.arange(n_dev, dtype=np.int32)
 
     bar = tqdm(total=tc.num_steps, initial=step, desc="training", unit="step", disable=meta["done"])
-    train_sums, train_count, t_last = {}, 0, time.perf_counter()
-    while not meta["done"]:
-        next_eval = (step // tc.eval_every + 1) * tc.eval_every
-        end = min(next_eval, tc.num_steps, step + tc.steps_per_call, stop_at or math.inf)
-        x = np.asarray(batches(step, end - step))[:, first_local:first_local + n_dev * per_device]
-        x = x.reshape((end - step, n_dev, per_device) + x.shape[2:]).swapaxes(0, 1)
-        steps = np.broadcast_to(np.arange(step, end, dtype=np.int32), (n_dev, end - step))
-        rstate, metrics = chunk_fn(rstate, steps, x)
-        metrics = jax.device_get(jax.tree_util.tree_map(lambda a: a[0], metrics))
-        for name, values in metrics.items():
-            train_sums[name] = train_sums.get(name, 0.0) + float(np.sum(values))
-        train_count += end - step
-        step = end
-        bar.update(len(metrics["objective"]))
-        bar.set_postfix(loss=f"{float(np.mean(metrics['objective'])):.4g}", best_val=f"{meta['best_val_loss']:.4g}")
-        if step % tc.eval_every and step != tc.num_steps:
-            if stop_at is not None and step >= stop_at:
+    train_sums, train_count, t_last = dict(meta["train_sums"]), meta["train_count"], time.perf_counter()
+    preempted = False
+    with _PreemptionFlag() as sigterm:
+        while not meta["done"]:
+            next_eval = (step // tc.eval_every + 1) * tc.eval_every
+            end = min(next_eval, tc.num_steps, step + tc.steps_per_call, stop_at or math.inf)
+            x = np.asarray(batches(step, end - step))[:, first_local:first_local + n_dev * per_device]
+            x = x.reshape((end - step, n_dev, per_device) + x.shape[2:]).swapaxes(0, 1)
+            steps = np.broadcast_to(np.arange(step, end, dtype=np.int32), (n_dev, end - step))
+            rstate, metrics = chunk_fn(rstate, firsts, steps, x)
+            metrics = _unreplicate(metrics)
+            for name, values in metrics.items():
+                train_sums[name] = train_sums.get(name, 0.0) + float(np.sum(values))
+            train_count += end - step
+            step = end
+            bar.update(len(metrics["objective"]))
+            bar.set_postfix(loss=f"{float(np.mean(metrics['objective'])):.4g}",
+                            best_val=f"{meta['best_val_loss']:.4g}")
+            in_a_row = int(jax.device_get(rstate.opt_state.notfinite_count.addressable_data(0)[0]))
+            if in_a_row >= max_nonfinite:
+                raise FloatingPointError(
+                    f"{in_a_row} training steps in a row had a non-finite loss or gradient (up to step {step}; "
+                    f"train.max_nonfinite = {max_nonfinite}): lower train.lr; the last checkpoint is unchanged")
+            preempted = sigterm.is_set() or ckpt.latest.reached_preemption(step)
+            if step % tc.eval_every and step != tc.num_steps:
+                if preempted:
+                    meta.update(train_sums=train_sums, train_count=train_count)
+                    ckpt.save_latest(step, _unreplicate(rstate), meta)
+                if preempted or (stop_at is not None and step >= stop_at):
+                    break
+                continue
+            state = _unreplicate(rstate)
+            val = validate(state.params)
+            now = time.perf_counter()
+            scalars = {f"train/{k}": v / train_count for k, v in train_sums.items()}
+            scalars.update({f"val/{k}": float(v) for k, v in val.items()})
+            scalars["train/steps_per_second"] = train_count / (now - t_last)
+            scalars["train/skipped_updates"] = skipped_updates(state.opt_state)
+            train_sums, train_count, t_last = {}, 0, now
+            if val["val_loss"] < meta["best_val_loss"]:
+                meta.update(best_val_loss=float(val["val_loss"]), best_step=step, evals_without_improvement=0)
+                ckpt.save_best(step, state.params)
+            else:
+                meta["evals_without_improvement"] += 1
+            meta["stopped_early"] = meta["evals_without_improvement"] >= tc.patience
+            meta["done"] = meta["stopped_early"] or step >= tc.num_steps
+            meta.update(train_sums={}, train_count=0)
+            writer.write(step, scalars)
+            logging.info("step %d: %s", step, ", ".join(f"{k} {v:.5g}" for k, v in scalars.items()))
+            ckpt.save_latest(step, state, meta)
+            if preempted or (stop_at is not None and step >= stop_at):
                 break
-            continue
-        state = _unreplicate(rstate)
-        val = validate(state.params)
-        now = time.perf_counter()
-        scalars = {f"train/{k}": v / train_count for k, v in train_sums.items()}
-        scalars.update({f"val/{k}": float(v) for k, v in val.items()})
-        scalars["train/steps_per_second"] = train_count / (now - t_last)
-        scalars["train/skipped_updates"] = skipped_updates(state.opt_state)
-        train_sums, train_count, t_last = {}, 0, now
-        if val["val_loss"] < meta["best_val_loss"]:
-            meta.update(best_val_loss=float(val["val_loss"]), best_step=step, evals_without_improvement=0)
-            ckpt.save_best(step, state.params)
-        else:
-            meta["evals_without_improvement"] += 1
-        meta["stopped_early"] = meta["evals_without_improvement"] >= tc.patience
-        meta["done"] = meta["stopped_early"] or step >= tc.num_steps
-        writer.write(step, scalars)
-        logging.info("step %d: %s", step, ", ".join(f"{k} {v:.5g}" for k, v in scalars.items()))
-        ckpt.save_latest(step, state, meta)
-        if stop_at is not None and step >= stop_at:
-            break
     bar.close()
+    if preempted and not meta["done"]:
+        logging.warning("preempted at step %d: checkpoint saved; rerun the same command to resume", step)
     if meta["done"] and meta["stopped_early"]:
         logging.info("early stopping at step %d, best validation loss %.5g at step %d",
                      step, meta["best_val_loss"], meta["best_step"])
@@ -270,7 +318,8 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
         best = ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state.params))
     ckpt.close()
     writer.close()
-    write_json(os.path.join(workdir, "train_state.json"), dict(meta, steps=step))
+    if jax.process_index() == 0:
+        write_json(os.path.join(workdir, "train_state.json"), dict(meta, steps=step))
     return {"params": best, "best_step": meta["best_step"], "best_val_loss": meta["best_val_loss"],
-            "steps": step, "stopped_early": meta["stopped_early"],
+            "steps": step, "stopped_early": meta["stopped_early"], "preempted": preempted and not meta["done"],
             "skipped_updates": skipped_updates(state.opt_state), "done": meta["done"]}
