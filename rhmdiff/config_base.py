@@ -28,6 +28,7 @@ def rhm_config() -> ml_collections.ConfigDict:
         dict(T=1000, schedule="linear", beta_min=1e-4, beta_max=0.02, hybrid_coeff=1.0))
     c.train = ml_collections.ConfigDict(
         dict(optimizer="sgd", lr=1.0, momentum=0.9, batch_size=32, num_steps=100_000,
-             eval_every=1000, patience=10, steps_per_call=100, max_nonfinite=100))
+             eval_every=1000, patience=10, steps_per_call=100, max_nonfinite=100,
+             check_replicas=False))  # debug: assert identical parameters on every process at each evaluation
     c.eval = ml_collections.ConfigDict(dict(num_generated=1024, batch_size=1024))
     return c

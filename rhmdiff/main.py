@@ -45,14 +45,11 @@ def initialize_distributed(config) -> None:
     pods, SLURM, ...) when ``config.distributed`` is set or SLURM runs several tasks."""
     env = os.environ
     if "RHMDIFF_NUM_PROCESSES" in env:
-        if jax.devices()[0].platform == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process CPU collectives
         jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["RHMDIFF_NUM_PROCESSES"]),
                                    int(env["RHMDIFF_PROCESS_ID"]))
     elif config.get("distributed", False) or int(env.get("SLURM_NTASKS", "1")) > 1:
         jax.distributed.initialize()
-    logging.info("process %d of %d, %d local / %d global devices: %s", jax.process_index(), jax.process_count(),
-                 jax.local_device_count(), jax.device_count(), jax.devices())
 
 
 def _first_difference(old, new, prefix="config"):
@@ -96,6 +93,9 @@ def main(argv):
     try:
         validate(config, TASKS)
         initialize_distributed(config)
+        if "train" in config and config.train.batch_size % jax.device_count():
+            raise ConfigError("train.batch_size", f"must be divisible by the {jax.device_count()} devices "
+                              f"({jax.process_count()} processes), got {config.train.batch_size}")
         claim_workdir(config, workdir)
     except ConfigError as e:
         print(f"rhmdiff: error: {e}", file=sys.stderr)
@@ -103,7 +103,8 @@ def main(argv):
     # orbax logs every checkpoint step at INFO; keep its warnings and errors only.
     logging.get_absl_handler().addFilter(
         lambda record: "orbax" not in record.pathname or record.levelno >= logging.WARNING)
-    logging.info("task %s, workdir %s", config.task, workdir)
+    logging.info("task %s, workdir %s; process %d of %d, %d local / %d global devices: %s", config.task, workdir,
+                 jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices())
     try:
         TASKS[config.task](config, workdir)
     except Preempted as e:

@@ -42,6 +42,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import struct
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from rhmdiff._util import write_json
@@ -106,7 +107,9 @@ def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices):
     def chunk(state, first, steps, batches):
         return jax.lax.scan(lambda st, inp: one_step(st, inp, first), state, (steps, batches))
 
-    return jax.pmap(chunk, axis_name=AXIS, donate_argnums=0, devices=devices)
+    # Several processes: pmap must span every global device (each process feeds its local
+    # ones); a subset of devices only makes sense in a single process.
+    return jax.pmap(chunk, axis_name=AXIS, donate_argnums=0, devices=devices if jax.process_count() == 1 else None)
 
 
 class _PreemptionFlag:
@@ -227,6 +230,8 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
     "stopped_early", "skipped_updates", "done"}``."""
     tc = config.train
     devices = list(devices or jax.local_devices())
+    if jax.process_count() > 1 and devices != jax.local_devices():
+        raise ValueError("with several processes, training uses all local devices (devices=None)")
     n_dev, n_proc = len(devices), jax.process_count()
     if tc.batch_size % (n_dev * n_proc):
         raise ValueError(f"train.batch_size = {tc.batch_size} must be divisible by the number of "
@@ -285,6 +290,8 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
                     break
                 continue
             state = _unreplicate(rstate)
+            if tc.get("check_replicas", False):  # debug: every process holds the same parameters
+                multihost_utils.assert_equal(state.params, f"parameters differ across processes at step {step}")
             val = validate(state.params)
             now = time.perf_counter()
             scalars = {f"train/{k}": v / train_count for k, v in train_sums.items()}

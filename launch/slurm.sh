@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Submit launch/slurm.sbatch: N nodes x G GPUs, one process per GPU.
+#
+#   launch/slurm.sh --nodes 1 --gpus_per_node 4 --time 24:00:00 \
+#       --config configs/rhm_L3.py:paper --workdir /shared/runs/rhm_L3 [--override ...] [--dry_run]
+#
+# The job gets SIGTERM 120 s before its time limit (and on preemption): rhmdiff saves a
+# checkpoint and exits 143; --requeue makes SLURM restart it, and the rerun resumes.
+set -euo pipefail
+nodes=1 gpus=4 time_limit="24:00:00" config="" workdir="" dry_run=0 overrides=() partition=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --nodes) nodes="$2"; shift 2 ;;
+    --gpus_per_node) gpus="$2"; shift 2 ;;
+    --time) time_limit="$2"; shift 2 ;;
+    --partition) partition="$2"; shift 2 ;;
+    --config) config="$2"; shift 2 ;;
+    --workdir) workdir="$2"; shift 2 ;;
+    --override) overrides+=("$2"); shift 2 ;;
+    --dry_run) dry_run=1; shift ;;
+    *) echo "slurm.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+for name in config workdir; do
+  [[ -n "${!name}" ]] || { echo "slurm.sh: --$name is required" >&2; exit 2; }
+done
+cmd=(sbatch --nodes="$nodes" --ntasks-per-node="$gpus" --gpus-per-node="$gpus" --time="$time_limit")
+[[ -n "$partition" ]] && cmd+=(--partition="$partition")
+cmd+=("$(dirname "$0")/slurm.sbatch" "--config=$config" "--workdir=$workdir" "${overrides[@]}")
+if [[ $dry_run == 1 ]]; then printf '%q ' "${cmd[@]}"; echo; else "${cmd[@]}"; fi

@@ -1,0 +1,157 @@
+"""Multi-process training, launch scripts (dry run), preemption and checkpoint faults."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from rhmdiff import evaluate, train
+from test_main import ROOT, TINY_RHM
+from test_train import leaves, tiny_config
+
+CONFIG = "--config=configs/rhm_L3.py"
+
+
+def metrics(workdir):
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "train/steps_per_second"} for row in rows]
+
+
+def cli(workdir, *extra, devices=4, **popen):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    cmd = [sys.executable, "-m", "rhmdiff.main", CONFIG, f"--workdir={workdir}", *TINY_RHM, *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+
+
+def finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    """launch/local_multiprocess.sh: 2 processes x 2 fake CPU devices (gloo collectives)
+    train like 1 process x 4 devices at the same global batch; the processes' parameters
+    are asserted identical at every evaluation (train.check_replicas)."""
+    single = tmp_path / "single"
+    assert finish(cli(single))[0] == 0
+    multi = tmp_path / "multi"
+    cmd = ["bash", "launch/local_multiprocess.sh", "--port", str(12400 + os.getpid() % 500), "--",
+           CONFIG, f"--workdir={multi}", *TINY_RHM, "--config.train.check_replicas=True"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "[process 1]" in proc.stdout and "process 1 of 2, 2 local / 4 global devices" in proc.stdout
+    for a, b in zip(metrics(single), metrics(multi), strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=k)
+    r1, r2 = (json.loads((d / "results.json").read_text()) for d in (single, multi))
+    assert r1["accuracy"] == r2["accuracy"] and r1["val_loss"] == pytest.approx(r2["val_loss"], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("full") / "run"
+    code, _, err = finish(cli(workdir, *LONG))
+    assert code == 0, err[-2000:]
+    return workdir
+
+
+LONG = ["--config.train.num_steps=600", "--config.train.eval_every=200", "--config.train.steps_per_call=10"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
+    """Kill a run after its first evaluation (SIGTERM: it saves a checkpoint between
+    evaluations and exits 143; SIGKILL: it just dies), rerun the same command: the metrics
+    and the results equal those of an uninterrupted run."""
+    workdir = tmp_path / "run"
+    proc = cli(workdir, *LONG)
+    deadline = time.time() + 300
+    while not (workdir / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    code, _, err = finish(proc)
+    if sig == signal.SIGTERM:
+        assert code == 128 + signal.SIGTERM and "rerun the same command to resume" in err, err[-2000:]
+    else:
+        assert code == -signal.SIGKILL
+    assert not (workdir / "results.json").exists()
+    code, _, err = finish(cli(workdir, *LONG))
+    assert code == 0, err[-2000:]
+    assert metrics(workdir) == metrics(uninterrupted)
+    r_full, r_resumed = (json.loads((d / "results.json").read_text()) for d in (uninterrupted, workdir))
+    for key in ("accuracy", "val_loss", "best_step", "steps", "test_vb_bits", "memorized_fraction"):
+        assert r_full[key] == r_resumed[key], key
+
+
+def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
+    c = tiny_config()
+    kwargs = evaluate.rhm_setup(c)["fit_kwargs"]
+    full = train.fit(c, str(tmp_path / "full"), **kwargs)
+    train.fit(c, str(tmp_path / "cut"), stop_at=30, **kwargs)  # checkpoints at steps 20 and 30
+    latest = tmp_path / "cut" / "checkpoints" / "30"
+    for path in latest.rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"garbage")
+    resumed = train.fit(c, str(tmp_path / "cut"), **kwargs)
+    assert "does not load" in caplog.text
+    for a, b in zip(leaves(full["params"]), leaves(resumed["params"])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_losses_stop_the_run(tmp_path):
+    c = tiny_config(lr=1e30, max_nonfinite=3)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        train.fit(c, str(tmp_path), **evaluate.rhm_setup(c)["fit_kwargs"])
+
+
+def test_workdir_with_another_config_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    (workdir).mkdir()
+    (workdir / "config.json").write_text(json.dumps({"task": "rhm", "seed": 123}))
+    (workdir / "marker").write_text("old run")
+    code, _, err = finish(cli(workdir))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "config.overwrite" in lines[0] and "different config" in lines[0], err
+    assert (workdir / "marker").exists()
+    code, _, err = finish(cli(workdir, "--config.overwrite=True", "--config.train.num_steps=20",
+                              "--config.train.eval_every=10"))
+    assert code == 0, err[-2000:]
+    assert not (workdir / "marker").exists() and (workdir / "results.json").exists()
+
+
+def test_batch_size_not_divisible_by_devices_is_refused(tmp_path):
+    code, _, err = finish(cli(tmp_path / "run", "--config.train.batch_size=6"))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "config.train.batch_size" in lines[0] and "4 devices" in lines[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_launch_scripts_dry_run():
+    run = lambda *args: subprocess.run(["bash", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    tpu = run("launch/tpu_vm.sh", "--dry_run", "--project", "proj", "--zone", "us-central2-b", "--tpu", "pod",
+              "--config", "configs/rhm_L3.py:paper", "--workdir", "gs://b/runs/x",
+              "--override", "--config.train.lr=0.1", "--delete").splitlines()
+    assert tpu[0].startswith("gcloud compute tpus tpu-vm --project=proj --zone=us-central2-b create pod")
+    assert sum("--worker=all" in line for line in tpu) == 3
+    assert "pip\\ install\\ -e\\ \\'.\\[tpu\\]\\'" in tpu[3]
+    assert "--config=configs/rhm_L3.py:paper\\ --workdir=gs://b/runs/x\\ --config.distributed=True" in tpu[4]
+    assert "--config.train.lr=0.1" in tpu[4] and tpu[-1].strip().endswith("delete pod --quiet")
+    slurm = run("launch/slurm.sh", "--dry_run", "--nodes", "2", "--gpus_per_node", "4",
+                "--config", "configs/rhm_L3.py", "--workdir", "/shared/my runs/a").strip()
+    assert slurm.startswith("sbatch --nodes=2 --ntasks-per-node=4 --gpus-per-node=4")
+    assert slurm.endswith("--workdir=/shared/my\\ runs/a")
+    local = run("launch/local_multiprocess.sh", "--dry_run", "--num_processes", "3", "--",
+                CONFIG, "--workdir=/tmp/x").splitlines()
+    assert len(local) == 3 and all(f"RHMDIFF_PROCESS_ID={i}" in line for i, line in enumerate(local))
+    assert all("RHMDIFF_NUM_PROCESSES=3" in line and "JAX_COORDINATOR_ADDRESS=localhost:" in line for line in local)
+    bad = subprocess.run(["bash", "launch/tpu_vm.sh", "--dry_run"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--project is required" in bad.stderr
