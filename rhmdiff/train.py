@@ -248,7 +248,7 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
             "stopped_early": False, "done": False, "train_sums": {}, "train_count": 0}
     restored = ckpt.restore_latest(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
     if restored is not None:
-        state, meta = restored
+        state, meta = restored[0], {**meta, **restored[1]}  # fields added since keep their defaults
         logging.info("resumed from step %d of %s", int(state.step), workdir)
     step = int(state.step)
     writer = MetricWriter(workdir, step)

@@ -11,12 +11,24 @@ import os
 import sys
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 CONTEXT_COLORS = {"token": "black", "tuple": "red"}
+
+
+def _save(fig, path: str) -> None:
+    """Tidy log axes (no minor-tick labels), save as PNG, close."""
+    for ax in fig.axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log":
+                axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_clustering_sweep(results: dict, path: str) -> None:
@@ -48,9 +60,7 @@ def plot_clustering_sweep(results: dict, path: str) -> None:
         ax_star.plot(m, ref, "k:", label=f"theory P_{L} ~ m^{L + 1}")
         ax_star.set(xscale="log", yscale="log", xlabel="m", ylabel="P*", title=f"sample complexity, L={L}")
         ax_star.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_sweep(results: dict, path: str) -> None:
@@ -87,9 +97,7 @@ def plot_sweep(results: dict, path: str) -> None:
         ax.plot(m, stars[0] * (m / m[0]) ** (L + 1), "k:", label=f"m^{L + 1}")
         ax.set(xscale="log", yscale="log", xlabel="m", ylabel=f"P* (A_L >= {results['threshold']})")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_onestep(results: dict, path: str) -> None:
@@ -106,9 +114,7 @@ def plot_onestep(results: dict, path: str) -> None:
            title=f"one-step GD, v={results['v']} (dotted: P_2)")
     ax_scaled.set(xscale="log", xlabel="P / P_2", title="collapse onto P / P_2")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_correlations(results: dict, path: str) -> None:
@@ -123,9 +129,7 @@ def plot_correlations(results: dict, path: str) -> None:
     ax.set(xscale="log", yscale="log", xlabel="distance t", ylabel="||Cov(x_i, x_{i+t})||_F",
            title="token correlations (dotted: noise floor)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 PLOTTERS = {"correlations.json": plot_correlations, "clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
