@@ -25,7 +25,7 @@ def _sibling(name):
 def get_config(preset: str = "cpu"):
     c = _sibling("rhm_L3").get_config(preset)
     c.task = "sweep"
-    c.sweep = ml_collections.ConfigDict(dict(m_values=(c.rhm.m,), seeds=(0,), threshold=0.5))
+    c.sweep = ml_collections.ConfigDict(dict(m_values=(c.rhm.m,), seeds=(0,), threshold=0.5, metric="accuracy"))
     if preset == "cpu":
         c.sweep.train_sizes = (128, 256, 512, 1024, 2048, 4096)
         c.data.update(val_size=512, test_size=256)

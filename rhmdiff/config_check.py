@@ -74,6 +74,8 @@ def _validate_sweep(config) -> None:
             raise ConfigError("sweep.train_sizes", f"every P must be >= train.batch_size = {batch_size}, got {P}")
     _int_list(config, "sweep.seeds", 0)
     _real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
+    if _get(config, "sweep.metric") not in ("accuracy", "novel_accuracy"):
+        raise ConfigError("sweep.metric", f"must be 'accuracy' or 'novel_accuracy', got {_get(config, 'sweep.metric')!r}")
 
 
 def _int_list(config, field, low):

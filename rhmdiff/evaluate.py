@@ -215,6 +215,9 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
     results = {
         "task": "rhm",
         "accuracy": [float(a) for a in rhm.level_accuracy(g, x)],
+        # A_l of the generated sequences that are not copies of training points (NaN if all are)
+        "novel_accuracy": ([float(a) for a in rhm.level_accuracy(g, x[~copies])] if (~copies).any()
+                           else [float("nan")] * g.L),
         "num_generated": int(len(x)),
         "memorized_fraction": float(copies.mean()),
         "valid_fraction": float(valid.mean()),

@@ -6,6 +6,7 @@ import chex
 chex.set_n_cpu_devices(4)  # before any JAX computation: lets tests pmap over 4 CPU devices
 
 import atexit  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -19,6 +20,9 @@ _CACHE = tempfile.mkdtemp(prefix="rhmdiff-jax-cache-")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+# ... shared with the command-line runs the tests start (JAX reads its flags from the environment).
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 
 from rhmdiff import rhm  # noqa: E402
 

@@ -95,7 +95,8 @@ def plot_sweep(results: dict, path: str) -> None:
             ax.plot(m, results["prefactor"] * m ** results["exponent"], "-", color="tab:blue",
                     label=f"fit: exponent {results['exponent']:.2f}")
         ax.plot(m, stars[0] * (m / m[0]) ** (L + 1), "k:", label=f"m^{L + 1}")
-        ax.set(xscale="log", yscale="log", xlabel="m", ylabel=f"P* (A_L >= {results['threshold']})")
+        ax.set(xscale="log", yscale="log", xlabel="m",
+               ylabel=f"P* ({results.get('metric', 'accuracy')} A_L >= {results['threshold']})")
         ax.legend(fontsize=8)
     _save(fig, path)
 

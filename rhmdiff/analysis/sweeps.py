@@ -1,5 +1,8 @@
 """The ``sweep`` task: train the D3PM U-Net over a grid of P (and m, seeds), collect A_l(P)
-(paper Fig. 1a and its inset) and the sample complexity P* vs m (Fig. 2).
+(paper Fig. 1a and its inset) and the sample complexity P* vs m (Fig. 2): the P where
+``sweep.metric``'s A_L (``accuracy``: all generated sequences; ``novel_accuracy``: those
+that are not copies of training points, so memorization does not count) crosses
+``sweep.threshold``.
 
 Every grid point is one ordinary ``rhm`` run (:func:`rhmdiff.evaluate.run_rhm`) in its own
 subdirectory ``m{m}_P{P}_seed{seed}``; finished points (with a results.json) are skipped on
@@ -54,15 +57,17 @@ def run(config, workdir: str) -> dict:
                     logging.info("%s: training", name)
                     res = evaluate.run_rhm(point_config(config, m, P, seed), subdir)
                 points.append({"m": m, "P": P, "seed": seed, **{k: res[k] for k in (
-                    "accuracy", "memorized_fraction", "novel_valid_fraction", "val_loss", "best_step", "steps")}})
+                    "accuracy", "novel_accuracy", "memorized_fraction", "novel_valid_fraction", "val_loss",
+                    "best_step", "steps") if k in res}})
     summary = []
     for m in sw.m_values:
         Ps = sorted({p["P"] for p in points if p["m"] == m})
         if len(Ps) < 2:
             continue
-        top = [np.mean([p["accuracy"][-1] for p in points if (p["m"], p["P"]) == (m, P)]) for P in Ps]
+        top = [np.mean([p[sw.metric][-1] for p in points if (p["m"], p["P"]) == (m, P)]) for P in Ps]
         summary.append({"m": m, "train_sizes": Ps, "A_L": top, "p_star": p_star(Ps, top, sw.threshold)})
     results = {"task": "sweep", "L": config.rhm.L, "v": config.rhm.v, "s": config.rhm.s, "threshold": sw.threshold,
+               "metric": sw.metric,
                "points": points, "skipped": skipped, "p_star": summary, "config": config.to_dict()}
     finite = [row for row in summary if np.isfinite(row["p_star"])]
     if len(finite) >= 2:
