@@ -7,20 +7,11 @@ instead of epochs; the validation set still picks the best parameters.
 ``cpu``: the grammar and model of ``configs/rhm_L3.py:cpu``, 60k steps (~2M samples seen).
 ``paper``: that file's paper preset with online data.
 """
-import importlib.util
-import os
-
-
-def _rhm_L3():
-    """The sibling config file ``rhm_L3.py`` (config files are loaded by path, not imported)."""
-    spec = importlib.util.spec_from_file_location("rhm_L3", os.path.join(os.path.dirname(__file__), "rhm_L3.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from rhmdiff.config_base import sibling_config
 
 
 def get_config(preset: str = "cpu"):
-    c = _rhm_L3().get_config(preset)
+    c = sibling_config(__file__, "rhm_L3").get_config(preset)
     c.data.online = True
     c.data.train_size = 0
     return c

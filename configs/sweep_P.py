@@ -8,22 +8,13 @@ vs P and vs P / m^{l+1}. ``cpu``: the grammar and model of ``configs/rhm_L3.py:c
 P from 128 to 4096, 30k steps at most, 512 generated sequences per point (~20 minutes on
 2 CPU cores). ``paper``: rhm_L3's paper preset, P from 2^10 to 2^20, 3 seeds.
 """
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _sibling(name):
-    """A sibling config file (config files are loaded by path, not imported)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from rhmdiff.config_base import sibling_config
 
 
 def get_config(preset: str = "cpu"):
-    c = _sibling("rhm_L3").get_config(preset)
+    c = sibling_config(__file__, "rhm_L3").get_config(preset)
     c.task = "sweep"
     c.sweep = ml_collections.ConfigDict(dict(m_values=(c.rhm.m,), seeds=(0,), threshold=0.5, metric="accuracy"))
     if preset == "cpu":

@@ -12,19 +12,11 @@ A_L ~ 1 at every P, hence s = 3 (v m^4 sequences) and the copy-free metric.
 grammar's size are skipped), 20k steps at most, 256 generated sequences (~20 minutes on
 2 CPU cores). ``paper``: m up to 8, 3 seeds, larger P.
 """
-import importlib.util
-import os
-
-
-def _sweep_P():
-    spec = importlib.util.spec_from_file_location("sweep_P", os.path.join(os.path.dirname(__file__), "sweep_P.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from rhmdiff.config_base import sibling_config
 
 
 def get_config(preset: str = "cpu"):
-    c = _sweep_P().get_config(preset)
+    c = sibling_config(__file__, "sweep_P").get_config(preset)
     c.rhm.update(v=32, m=2, s=3, L=2)
     c.data.update(train_size=64, val_size=64, test_size=64)
     c.sweep.update(m_values=(2, 3, 4), metric="novel_accuracy")

@@ -1,6 +1,19 @@
 """Default RHM experiment config (the binding schema of ARCHITECTURE.md); files under
 ``configs/`` start from :func:`rhm_config` and change what their experiment needs."""
+import importlib.util
+import os
+
 import ml_collections
+
+
+def sibling_config(this_file: str, name: str):
+    """The config module ``name`` (e.g. ``"rhm_L3"``) next to ``this_file`` (config files are
+    loaded by path, not imported, so one that builds on another loads it with this)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(this_file)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def base_config() -> ml_collections.ConfigDict:
