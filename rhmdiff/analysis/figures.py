@@ -87,7 +87,12 @@ def plot_sweep(results: dict, path: str) -> None:
         ax.legend(loc="upper left", fontsize=8)
     if ncols > len(ms):
         ax = axes[0][-1]
-        rows = results["p_star"]
+        rows = [r for r in results["p_star"] if np.isfinite(r["p_star"])]
+        if not rows:
+            ax.text(0.5, 0.5, f"A_L never reached {results['threshold']}:\nno finite P*", ha="center",
+                    va="center", transform=ax.transAxes)
+            _save(fig, path)
+            return
         m = np.array([r["m"] for r in rows], float)
         stars = np.array([r["p_star"] for r in rows])
         ax.plot(m, stars, "o", color="tab:blue", label="diffusion model")
