@@ -12,18 +12,21 @@ The task supplies four things to :func:`fit`:
 
 Data parallelism: the global batch is cut into one slice per process
 (``jax.process_index()``), then one per local device (``jax.local_device_count()``);
-gradients and metrics are averaged with ``lax.pmean``. The key of example ``i`` of the
-global batch at step ``n`` is ``fold_in(fold_in(key, n), i)``, where each device finds its
-``i`` from ``lax.axis_index`` -- so the trajectory does not depend on the number of
-devices. Steps run in chunks of ``train.steps_per_call`` inside one ``lax.scan``.
+gradients and metrics are averaged with ``lax.pmean`` over the devices of all processes.
+The key of example ``i`` of the global batch at step ``n`` is ``fold_in(fold_in(key, n), i)``
+(each device gets the index of its first example as a pmap input), so the trajectory does
+not depend on the number of devices or processes. Steps run in chunks of
+``train.steps_per_call`` inside one ``lax.scan``.
 
 Early stopping (paper Sec. 3.1): every ``train.eval_every`` steps the validation loss is
 measured; the best parameters are kept (``workdir/best``) and training stops after
 ``train.patience`` evaluations without improvement (or at ``train.num_steps``).
 
 Checkpoints (``workdir/checkpoints``, orbax ``CheckpointManager``, async): the train state
-and the early-stopping bookkeeping after every evaluation. Rerunning the same command
-resumes from the latest one; the result is identical to an uninterrupted run.
+and the early-stopping bookkeeping after every evaluation, and on SIGTERM / an orbax
+preemption notice (then :class:`Preempted` follows). Rerunning the same command resumes
+from the newest checkpoint that loads; the result is identical to an uninterrupted run.
+``train.max_nonfinite`` non-finite steps in a row stop the run (``FloatingPointError``).
 """
 from __future__ import annotations
 
