@@ -62,12 +62,7 @@ def validate(config, tasks) -> None:
 
 
 def _validate_sweep(config) -> None:
-    v, s, L = (_get(config, f"rhm.{k}") for k in ("v", "s", "L"))
-    for m in _int_list(config, "sweep.m_values", 1):
-        try:
-            rhm.check_sizes(v, m, s, L)
-        except ValueError as e:
-            raise ConfigError("sweep.m_values", str(e)) from None
+    _check_m_values(config, *(_get(config, f"rhm.{k}") for k in ("v", "s", "L")))
     batch_size = _get(config, "train.batch_size")
     for P in _int_list(config, "sweep.train_sizes", 1):
         if P < batch_size:
@@ -86,12 +81,18 @@ def _int_list(config, field, low):
     return [int(x) for x in values]
 
 
+def _check_m_values(config, v, s, L) -> None:
+    """Every m of ``sweep.m_values`` makes a possible grammar with (v, s, L)."""
+    for m in _int_list(config, "sweep.m_values", 1):
+        try:
+            rhm.check_sizes(v, m, s, L)
+        except ValueError as e:
+            raise ConfigError("sweep.m_values", str(e)) from None
+
+
 def _validate_grammar_sweep(config, task) -> None:
     """The sweeps over grammars without training (``clustering_sweep``, ``onestep``)."""
-    v, s = _int(config, "sweep.v", 1), _int(config, "sweep.s", 2)
-    for m in _int_list(config, "sweep.m_values", 1):
-        if m > v ** (s - 1):
-            raise ConfigError("sweep.m_values", f"every m must be <= v**(s-1) = {v ** (s - 1)}, got {m}")
+    _check_m_values(config, _int(config, "sweep.v", 1), _int(config, "sweep.s", 2), 2)
     if task == "clustering_sweep":
         _int_list(config, "sweep.L_values", 2)
         _real(config, "sweep.threshold", 0.0, 1.0, high_open=False)

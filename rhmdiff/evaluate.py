@@ -31,6 +31,12 @@ def schedule_from_config(config) -> d3pm.Schedule:
     return d3pm.make_schedule(c.schedule, c.T, c.beta_min, c.beta_max)
 
 
+def oracle_logits_fn(g: rhm.Grammar, schedule: d3pm.Schedule):
+    """``(x_t, t) -> log p(x_0 | x_t)`` of the BP oracle, for :func:`d3pm.nll_bound`."""
+    denoise = d3pm.oracle_denoiser(g, schedule)
+    return lambda x_t, t: jnp.log(denoise(x_t, t))
+
+
 def run_oracle(config, workdir: str) -> dict:
     """Sample ``eval.num_generated`` sequences with the exact and the factorized BP-oracle
     samplers, measure A_1..A_L of each, and the oracle's variational bound (bits per token)
@@ -52,10 +58,8 @@ def run_oracle(config, workdir: str) -> dict:
     entropy = math.log2(rhm.num_sequences(g)) / g.d
     vb_bits = None
     if len(test):
-        denoise = d3pm.oracle_denoiser(g, schedule)
-        logits_fn = lambda x_t, t: jnp.log(denoise(x_t, t))
         t0 = time.perf_counter()
-        bound = d3pm.nll_bound(key_vb, logits_fn, schedule, test, g.v, progress=True)
+        bound = d3pm.nll_bound(key_vb, oracle_logits_fn(g, schedule), schedule, test, g.v, progress=True)
         vb_bits = float(bound.mean()) / math.log(2)
         seconds["vb_bound"] = time.perf_counter() - t0
         logging.info("oracle VB bound %.4f bits/token, entropy %.4f bits/token", vb_bits, entropy)
@@ -113,12 +117,10 @@ def make_val_loss(key, model: UNet, schedule: d3pm.Schedule, val_x, v: int, batc
 
     @jax.jit
     def batch_terms(params, x0, t, keys):
+        """Sums over the batch of the per-token VB estimate and CE (nats)."""
         x_t = jax.vmap(lambda k, x, tt: d3pm.q_sample(k, schedule, x, tt, v))(keys, x0, t)
-        logits = model.apply(params, x_t, t)
-        vb = schedule.T * d3pm.vb_terms(schedule, x0, x_t, t, logits, v).mean(-1)
-        vb = vb + d3pm.prior_kl(schedule, x0, v).mean(-1)
-        ce = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), x0[..., None], -1)[..., 0].mean(-1)
-        return vb.sum(), ce.sum()
+        _, metrics = d3pm.loss_terms(schedule, x0, x_t, t, model.apply(params, x_t, t), v)
+        return metrics["vb_nats"] * len(x0), metrics["ce_nats"] * len(x0)
 
     keys = train.example_keys(k_noise, 0, 0, n)
 
@@ -205,10 +207,8 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
     vb = {}
     if len(test_x):
         t0 = time.perf_counter()
-        oracle = d3pm.oracle_denoiser(g, schedule)
-        for name, logits_fn in (
-                ("test_vb_bits", Partial(model.apply, fitted["params"])),
-                ("oracle_vb_bits", lambda x_t, t: jnp.log(oracle(x_t, t)))):
+        for name, logits_fn in (("test_vb_bits", Partial(model.apply, fitted["params"])),
+                                ("oracle_vb_bits", oracle_logits_fn(g, schedule))):
             vb[name] = float(d3pm.nll_bound(k_vb, logits_fn, schedule, test_x, g.v, progress=True).mean()) / math.log(2)
         seconds["vb_bounds"] = time.perf_counter() - t0
 

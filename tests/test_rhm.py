@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import brute_valid, enumerate_language
+from conftest import brute_valid
 from rhmdiff import rhm
 
 

@@ -89,18 +89,29 @@ def synonym_clustering_accuracy(key, tokens, g: rhm.Grammar, level: int, context
     tuples = tuple_symbols(g, x, level)
     complete = (tuples >= 0).all(1)  # decode gives -1 above an invalid lower-level tuple
     x, tuples = x[complete], tuples[complete]
-    powers = g.v ** np.arange(g.s - 1, -1, -1)
-    codes = tuples @ powers
-    values, vectors = mean_contexts(codes, x[:, :1] if context == "token" else x[:, :g.s], g.v)
-    rule_codes = np.asarray(g.rules[level - 1]) @ powers  # [v, m]: codes of each symbol's productions
+    values, vectors = mean_contexts(tuple_codes(tuples, g.v), x[:, :1] if context == "token" else x[:, :g.s], g.v)
+    return score_synonym_clusters(key, values, vectors, g, level, g.m * len(possible_parents(g, level)))
+
+
+def tuple_codes(tuples, v: int) -> np.ndarray:
+    """Integer code of each s-tuple of symbols ``[..., s]`` (base v, first symbol most significant)."""
+    tuples = np.asarray(tuples)
+    return tuples @ (v ** np.arange(tuples.shape[-1] - 1, -1, -1))
+
+
+def score_synonym_clusters(key, values, vectors, g: rhm.Grammar, level: int, num_possible: int) -> float:
+    """k-means on ``vectors`` (one row per tuple code in ``values``, tuples of level-(level-1)
+    symbols) with as many clusters as the tuples have parents at level ``level``; returns
+    the number of tuples whose cluster's majority parent is their own divided by
+    ``num_possible``, the number of tuples that can occur (unseen ones count as failures).
+    Codes that are not productions are left out. ``key`` seeds k-means."""
+    rule_codes = tuple_codes(np.asarray(g.rules[level - 1]), g.v)  # [v, m]: each symbol's productions
     parent_of = dict(zip(rule_codes.ravel().tolist(), np.repeat(np.arange(g.v), g.m).tolist()))
-    known = np.array([c in parent_of for c in values.tolist()], bool)
-    values, vectors = values[known], vectors[known]
-    num_possible = g.m * len(possible_parents(g, level))
+    known = np.array([c in parent_of for c in np.asarray(values).tolist()], bool)
+    values, vectors = np.asarray(values)[known], np.asarray(vectors)[known]
     if len(values) < 2:
         return 0.0
     parents = np.array([parent_of[c] for c in values.tolist()])
-    n_clusters = len(np.unique(parents))
     seed = int(numpy_rng(key).integers(2**31))
-    labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(vectors)
+    labels = KMeans(n_clusters=len(np.unique(parents)), n_init=10, random_state=seed).fit_predict(vectors)
     return float(cluster_purity(labels, parents) * len(values) / num_possible)

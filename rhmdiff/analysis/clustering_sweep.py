@@ -21,18 +21,13 @@ from tqdm.auto import tqdm
 from rhmdiff import rhm, theory
 from rhmdiff._util import write_json
 from rhmdiff.analysis import clustering, figures
-from rhmdiff.analysis.sample_complexity import fit_power_law, p_star
-
-
-def train_size_grid(sweep) -> np.ndarray:
-    """``sweep.num_P`` log-spaced integer P from ``sweep.P_min`` to ``sweep.P_max``."""
-    return np.unique(np.round(np.logspace(np.log10(sweep.P_min), np.log10(sweep.P_max), sweep.num_P)).astype(int))
+from rhmdiff.analysis.sample_complexity import fit_power_law, log_grid, p_star
 
 
 def run(config, workdir: str) -> dict:
     sw = config.sweep
     os.makedirs(workdir, exist_ok=True)
-    grid = train_size_grid(sw)
+    grid = log_grid(sw.P_min, sw.P_max, sw.num_P)
     key = jax.random.PRNGKey(config.seed)
     curves, summary = [], []
     cases = [(L, m, seed) for L in sw.L_values for m in sw.m_values for seed in range(sw.num_seeds)]

@@ -16,12 +16,12 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
 
 from rhmdiff import rhm, theory
-from rhmdiff._util import numpy_rng, write_json
+from rhmdiff._util import write_json
 from rhmdiff.analysis import clustering, figures
+from rhmdiff.analysis.sample_complexity import log_grid
 
 
 def one_step_update(tuple_index, next_token, num_tuples: int, v: int, eta: float):
@@ -43,18 +43,11 @@ def synonym_separability(key, tokens, g: rhm.Grammar, eta: float = 1.0) -> float
     """Train the one-step model on ``tokens`` and score how well k-means on the columns of
     ``dW = eta C^_P`` groups the first s-tuples into their parents' classes."""
     x = np.asarray(tokens)
-    powers = g.v ** np.arange(g.s - 1, -1, -1)
-    values, index = np.unique(x[:, :g.s] @ powers, return_inverse=True)
+    values, index = np.unique(clustering.tuple_codes(x[:, :g.s], g.v), return_inverse=True)
     if len(values) < 2:
         return 0.0
     _, dw = one_step_update(index, x[:, g.s], len(values), g.v, eta)
-    rule_codes = np.asarray(g.rules[0]) @ powers
-    parent_of = dict(zip(rule_codes.ravel().tolist(), np.repeat(np.arange(g.v), g.m).tolist()))
-    parents = np.array([parent_of[c] for c in values.tolist()])
-    num_possible = g.m * len(clustering.first_symbols(g, 1))
-    seed = int(numpy_rng(key).integers(2**31))
-    labels = KMeans(n_clusters=len(np.unique(parents)), n_init=10, random_state=seed).fit_predict(dw.T)
-    return float(clustering.cluster_purity(labels, parents) * len(values) / num_possible)
+    return clustering.score_synonym_clusters(key, values, dw.T, g, 1, g.m * len(clustering.first_symbols(g, 1)))
 
 
 def run(config, workdir: str) -> dict:
@@ -62,7 +55,7 @@ def run(config, workdir: str) -> dict:
     ``onestep.json`` and ``onestep.png``."""
     sw = config.sweep
     os.makedirs(workdir, exist_ok=True)
-    grid = np.unique(np.round(np.logspace(np.log10(sw.P_min), np.log10(sw.P_max), sw.num_P)).astype(int))
+    grid = log_grid(sw.P_min, sw.P_max, sw.num_P)
     key = jax.random.PRNGKey(config.seed)
     curves = []
     for m in tqdm(sw.m_values, desc="one-step GD"):

@@ -4,6 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def log_grid(P_min: int, P_max: int, num: int) -> np.ndarray:
+    """``num`` log-spaced integer training-set sizes from ``P_min`` to ``P_max`` (duplicates
+    after rounding removed)."""
+    return np.unique(np.round(np.logspace(np.log10(P_min), np.log10(P_max), num)).astype(int))
+
+
 def p_star(train_sizes, accuracy, threshold: float = 0.5) -> float:
     """The smallest P at which ``accuracy`` reaches ``threshold``, interpolated linearly
     in log P between the last grid point below it and the first one at or above it.

@@ -16,8 +16,6 @@ denoiser is exact (e.g. the BP oracle).
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
