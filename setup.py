@@ -1,6 +1,8 @@
 """rhmdiff: diffusion models on the Random Hierarchy Model (Favero et al., ICML 2025)."""
 from setuptools import find_packages, setup
 
+TEXT = ["tiktoken>=0.7,<1", "datasets>=2.19,<5", "transformers>=4.45,<5"]
+
 setup(
     name="rhmdiff",
     version="0.1.0",
@@ -25,7 +27,10 @@ setup(
         "scikit-learn>=1.3,<2",  # k-means of the clustering algorithm
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "scipy>=1.11,<2"],
+        # MD4 on text: BPE from a local file, corpora as HF datasets / parquet / arrow, and a
+        # local causal LM for perplexity (the Flax classes of transformers 4.x)
+        "text": TEXT,
+        "test": ["pytest>=8,<10", "scipy>=1.11,<2", *TEXT],
         "cuda12": ["jax[cuda12]>=0.4.30,<0.11"],
         "tpu": ["jax[tpu]>=0.4.30,<0.11"],
     },

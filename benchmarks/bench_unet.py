@@ -59,7 +59,7 @@ def step_ms(width: int, optimizer: str, steps: int, repeats: int) -> float:
     chunk = train._make_chunk_fn(kw["loss_fn"], tx, jax.random.PRNGKey(0), c.train.batch_size, devices)
     state = train.TrainState(step=jnp.zeros((), jnp.int32), params=kw["params"], opt_state=tx.init(kw["params"]))
     box = [train._replicate(state, 1)]
-    x = kw["batches"](0, steps)[None]
+    x = kw["batches"](0, steps, slice(None))[None]
     step_ids = np.arange(steps, dtype=np.int32)[None]
 
     def run():

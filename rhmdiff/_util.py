@@ -24,6 +24,13 @@ def expand_right(a, ndim: int):
     return a.reshape(a.shape + (1,) * (ndim - a.ndim))
 
 
+def as_argument(fn):
+    """``fn`` as a pytree that jitted code takes as an *argument*: a ``jax.tree_util.Partial``
+    keeps its bound arrays (e.g. network parameters) as traced inputs instead of baking
+    them into the compiled program as constants."""
+    return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
+
+
 def numpy_rng(key) -> np.random.Generator:
     """A numpy Generator seeded deterministically from a JAX PRNG key (raw or typed)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):

@@ -45,3 +45,28 @@ def rhm_config() -> ml_collections.ConfigDict:
              check_replicas=False))  # debug: assert identical parameters on every process at each evaluation
     c.eval = ml_collections.ConfigDict(dict(num_generated=1024, batch_size=1024))
     return c
+
+
+def md4_config() -> ml_collections.ConfigDict:
+    """MD4 on OpenWebText with MD4's OWT hyperparameters and the paper's batch (App. C)."""
+    c = base_config()
+    c.task = "md4"
+    c.seed = 42  # initialization, data order, diffusion noise, samples
+    # Corpus (datasets directory, parquet/arrow shards or .txt files) and a .tiktoken BPE file;
+    # token_dir "" = workdir/tokens. The train/validation split is by document, seeded.
+    c.data = ml_collections.ConfigDict(dict(
+        path="data/openwebtext", tokenizer_path="data/gpt2.tiktoken", token_dir="", val_fraction=0.0005,
+        seed=0, seq_len=1024))
+    c.model = ml_collections.ConfigDict(dict(
+        num_layers=12, num_heads=12, head_dim=64, cond_dim=128, mlp_multiple_of=256, positions="rope",
+        dtype="bfloat16"))
+    c.diffusion = ml_collections.ConfigDict(dict(schedule="linear", eps=1e-4, power=1.0))
+    c.train = ml_collections.ConfigDict(dict(
+        optimizer="adamw", lr=3e-4, lr_schedule="cosine", warmup_steps=2000, weight_decay=0.0, grad_clip=0.0,
+        b2=0.999, ema_decay=0.9999, momentum=0.0, batch_size=64, num_steps=-1,  # -1: one epoch
+        eval_every=10_000, patience=10**9, steps_per_call=100, max_nonfinite=100, check_replicas=False,
+        keep_tokens=tuple(float(10**e) for e in (7, 7.5, 8, 8.5, 9, 9.5, 10)),
+        keep_steps=()))  # set from keep_tokens at the start of the run
+    c.eval = ml_collections.ConfigDict(dict(
+        val_sequences=1024, batch_size=64, num_samples=1024, sample_steps=1000, top_p=0.0))  # top_p 0: off
+    return c

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numbers
 
 from rhmdiff import rhm, train
-from rhmdiff.diffusion import d3pm
+from rhmdiff.diffusion import d3pm, md4
+from rhmdiff.models import transformer
 
 
 class ConfigError(ValueError):
@@ -46,6 +47,20 @@ def validate(config, tasks) -> None:
     if task not in tasks:
         raise ConfigError("task", f"must be one of {sorted(tasks)}, got {task!r}")
     _int(config, "seed", 0)
+    if task == "md4":
+        _validate_optimizer(config)
+        _validate_md4(config)
+        return
+    if task == "text_analysis":
+        if not isinstance(_get(config, "analysis.run_dir"), str) or not config.analysis.run_dir:
+            raise ConfigError("analysis.run_dir", "must be the workdir of an md4 run")
+        for field in ("num_samples", "batch_size", "sample_steps", "lm_context"):
+            _int(config, f"analysis.{field}", 1)
+        _int_list(config, "analysis.distances", 1)
+        _real(config, "analysis.top_p", 0.0, 1.0, low_open=False, high_open=False)
+        if not isinstance(_get(config, "analysis.lm_path"), str):
+            raise ConfigError("analysis.lm_path", "must be a path or ''")
+        return
     if task in ("clustering_sweep", "onestep"):
         _validate_grammar_sweep(config, task)
         return
@@ -132,16 +147,65 @@ def _validate_rhm(config) -> None:
     _int(config, "eval.batch_size", 1)
 
 
-def _validate_training(config) -> None:
-    """Fields that only training uses (``config.task == "rhm"``)."""
+def _validate_optimizer(config) -> None:
+    """``config.train`` fields of :func:`rhmdiff.train.fit` (optional ones only if present)."""
     optimizer = _get(config, "train.optimizer")
     if optimizer not in train.OPTIMIZERS:
         raise ConfigError("train.optimizer", f"must be one of {list(train.OPTIMIZERS)}, got {optimizer!r}")
-    batch_size = _int(config, "train.batch_size", 1)
+    _int(config, "train.batch_size", 1)
     _real(config, "train.lr", 0.0, float("inf"))
     _real(config, "train.momentum", 0.0, 1.0, low_open=False, high_open=True)
-    for field in ("num_steps", "eval_every", "patience", "steps_per_call"):
+    for field in ("eval_every", "patience", "steps_per_call"):
         _int(config, f"train.{field}", 1)
+    tc = config.train
+    if tc.get("lr_schedule", "constant") not in train.LR_SCHEDULES:
+        raise ConfigError("train.lr_schedule", f"must be one of {list(train.LR_SCHEDULES)}, got {tc.lr_schedule!r}")
+    if "warmup_steps" in tc:
+        _int(config, "train.warmup_steps", 0)
+    for field, high in (("weight_decay", float("inf")), ("grad_clip", float("inf")), ("ema_decay", 1.0)):
+        if field in tc:
+            _real(config, f"train.{field}", 0.0, high, low_open=False)
+    if "b2" in tc:
+        _real(config, "train.b2", 0.0, 1.0)
+
+
+def _validate_md4(config) -> None:
+    """Fields of the ``md4`` task (the data files are checked when the run opens them)."""
+    if _get(config, "train.num_steps") != -1:
+        _int(config, "train.num_steps", 1)
+    keep = _get(config, "train.keep_tokens")
+    if not isinstance(keep, (list, tuple)) or not all(isinstance(x, numbers.Real) and x > 0 for x in keep):
+        raise ConfigError("train.keep_tokens", f"must be a list of positive token counts, got {keep!r}")
+    for field in ("path", "tokenizer_path"):
+        if not isinstance(_get(config, f"data.{field}"), str) or not _get(config, f"data.{field}"):
+            raise ConfigError(f"data.{field}", "must be a non-empty path")
+    _real(config, "data.val_fraction", 0.0, 1.0)
+    _int(config, "data.seed", 0)
+    _int(config, "data.seq_len", 2)
+    for field in ("num_layers", "num_heads", "head_dim", "cond_dim", "mlp_multiple_of"):
+        _int(config, f"model.{field}", 1)
+    if _get(config, "model.positions") not in transformer.POSITIONS:
+        raise ConfigError("model.positions", f"must be one of {list(transformer.POSITIONS)}, "
+                          f"got {config.model.positions!r}")
+    if config.model.positions == "rope" and config.model.head_dim % 2:
+        raise ConfigError("model.head_dim", f"must be even for rotary positions, got {config.model.head_dim}")
+    if _get(config, "model.dtype") not in ("float32", "bfloat16", "float16"):
+        raise ConfigError("model.dtype", f"must be float32, bfloat16 or float16, got {config.model.dtype!r}")
+    schedule = _get(config, "diffusion.schedule")
+    if schedule not in md4.SCHEDULES:
+        raise ConfigError("diffusion.schedule", f"must be one of {list(md4.SCHEDULES)}, got {schedule!r}")
+    _real(config, "diffusion.eps", 0.0, 0.5, low_open=False)
+    _real(config, "diffusion.power", 0.0, float("inf"))
+    for field in ("val_sequences", "batch_size", "num_samples", "sample_steps"):
+        _int(config, f"eval.{field}", 1)
+    _real(config, "eval.top_p", 0.0, 1.0, low_open=False, high_open=False)
+
+
+def _validate_training(config) -> None:
+    """Fields that only RHM training uses (``config.task`` in rhm, sweep)."""
+    _validate_optimizer(config)
+    batch_size = _get(config, "train.batch_size")
+    _int(config, "train.num_steps", 1)
     _int(config, "model.width", 1)
     conditioning = _get(config, "model.time_conditioning")
     if conditioning not in ("embedding", "none"):

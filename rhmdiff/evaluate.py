@@ -156,10 +156,11 @@ def rhm_setup(config) -> dict:
                          config.data.val_size, config.data.test_size)
     train_x = np.asarray(splits["train"][0])
     if config.data.online:
-        batches = lambda start, num: rhm_data.online_batches(k_batches, g, config.train.batch_size, start, num)
+        batches = lambda start, num, rows: rhm_data.online_batches(
+            k_batches, g, config.train.batch_size, start, num)[:, rows]
     else:
-        batches = lambda start, num: rhm_data.offline_batches(k_batches, train_x, config.train.batch_size,
-                                                              start, num)
+        batches = lambda start, num, rows: rhm_data.offline_batches(
+            k_batches, train_x, config.train.batch_size, start, num)[:, rows]
     params = model.init(k_init, jnp.zeros((1, g.d), jnp.int32), jnp.ones((1,), jnp.int32))
     fit_kwargs = dict(
         params=params, loss_fn=rhm_loss_fn(model, schedule, g.v, config.diffusion.hybrid_coeff), batches=batches,

@@ -5,6 +5,7 @@ a key that does not exist is an error); ``config.task`` picks the job. Bad value
 run before any compute with one line on stderr naming the field.
 """
 import json
+import logging as std_logging
 import os
 import shutil
 import signal
@@ -14,14 +15,17 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rhmdiff import evaluate
+from rhmdiff import evaluate, md4_task
 from rhmdiff._util import write_json
 from rhmdiff.train import Preempted
 from rhmdiff.analysis import clustering_sweep, correlation_task, onestep, sweeps
+from rhmdiff.analysis import text as text_analysis
 from rhmdiff.config_check import ConfigError, validate
+from rhmdiff.data import text
 
 TASKS = {"oracle": evaluate.run_oracle, "rhm": evaluate.run_rhm, "clustering_sweep": clustering_sweep.run,
-         "sweep": sweeps.run, "onestep": onestep.run, "correlations": correlation_task.run}
+         "sweep": sweeps.run, "onestep": onestep.run, "correlations": correlation_task.run, "md4": md4_task.run,
+         "text_analysis": text_analysis.run}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -102,7 +106,7 @@ def main(argv):
         sys.exit(2)
     # orbax logs every checkpoint step at INFO; keep its warnings and errors only.
     logging.get_absl_handler().addFilter(
-        lambda record: "orbax" not in record.pathname or record.levelno >= logging.WARNING)
+        lambda record: "orbax" not in record.pathname or record.levelno >= std_logging.WARNING)
     logging.info("task %s, workdir %s; process %d of %d, %d local / %d global devices: %s", config.task, workdir,
                  jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices())
     try:
@@ -110,7 +114,7 @@ def main(argv):
     except Preempted as e:
         print(f"rhmdiff: {e}; rerun the same command to resume", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
-    except (FloatingPointError, FileNotFoundError) as e:
+    except (FloatingPointError, FileNotFoundError, text.DataError) as e:
         print(f"rhmdiff: error: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -6,8 +6,9 @@ The task supplies four things to :func:`fit`:
 * ``params``: initial parameters;
 * ``loss_fn(params, batch, keys) -> (objective, metrics)`` on one device's batch, with one
   PRNG key per example;
-* ``batches(start, num) -> array[num, global_batch, ...]``: the global batches of steps
-  ``start .. start+num-1`` (host side; a pure function of the step, so resumes are exact);
+* ``batches(start, num, rows) -> array[num, len(rows), ...]``: rows ``rows`` (a slice: this
+  process's share) of the global batches of steps ``start .. start+num-1`` (host side; a
+  pure function of the step, so resumes are exact, and hosts never read each other's rows);
 * ``validate(params) -> dict`` with a ``"val_loss"`` entry (lower is better).
 
 Data parallelism: the global batch is cut into one slice per process
@@ -27,6 +28,15 @@ and the early-stopping bookkeeping after every evaluation, and on SIGTERM / an o
 preemption notice (then :class:`Preempted` follows). Rerunning the same command resumes
 from the newest checkpoint that loads; the result is identical to an uninterrupted run.
 ``train.max_nonfinite`` non-finite steps in a row stop the run (``FloatingPointError``).
+
+Optional ``config.train`` fields (defaults in brackets): ``lr_schedule`` ["constant"] or
+"cosine" (decay to 0 at ``num_steps``), ``warmup_steps`` [0] (linear warmup from 0),
+``weight_decay`` [0] (``optimizer="adamw"``), ``grad_clip`` [0 = off] (global norm), ``b2``
+[0.999] (Adam), ``ema_decay`` [0 = off]: an exponential moving average of the parameters
+(bias-corrected, :func:`debiased_ema`) is kept and used for validation, the best parameters
+and the stages; ``keep_steps`` [()]:
+steps whose (EMA) parameters are kept for good in ``workdir/stages`` (e.g. log-spaced
+numbers of training tokens, for analyses per training stage).
 """
 from __future__ import annotations
 
@@ -51,7 +61,8 @@ from tqdm.auto import tqdm
 from rhmdiff._util import write_json
 
 AXIS = "devices"
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
 MAX_CONSECUTIVE_NONFINITE = 100
 
 
@@ -64,22 +75,49 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: Any
+    ema_params: Any = None  # exponential moving average of params (train.ema_decay > 0)
+
+
+def learning_rate(lr: float, schedule: str = "constant", warmup_steps: int = 0, num_steps: int = 1):
+    """``lr`` after a linear warmup from 0 over ``warmup_steps``: constant, or ``"cosine"``
+    decay to 0 at ``num_steps`` (MD4's schedule). A float when constant without warmup."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, max(num_steps, warmup_steps + 1))
+    return optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else lr
 
 
 def make_optimizer(name: str, lr: float, momentum: float = 0.9, lr_scale: float = 1.0,
-                   max_nonfinite: int = MAX_CONSECUTIVE_NONFINITE):
+                   max_nonfinite: int = MAX_CONSECUTIVE_NONFINITE, *, lr_schedule: str = "constant",
+                   warmup_steps: int = 0, num_steps: int = 1, weight_decay: float = 0.0, grad_clip: float = 0.0,
+                   b2: float = 0.999):
     """``"sgd"``: SGD with (heavy-ball) momentum at learning rate ``lr * lr_scale``
     (``lr_scale`` = the model's muP factor, e.g. :func:`rhmdiff.models.unet.mup_lr_scale`);
-    ``"adam"``: Adam at ``lr`` (not muP-scaled: for comparisons at one width).
+    ``"adam"`` / ``"adamw"`` (decoupled ``weight_decay``): Adam at ``lr`` (not muP-scaled).
+    The rate follows :func:`learning_rate`; ``grad_clip > 0`` clips the global gradient norm.
     Updates whose loss or gradients are not finite are skipped (``optax.apply_if_finite``,
     counted in the state); :func:`fit` stops the run after ``train.max_nonfinite`` in a row."""
-    if name == "sgd":
-        inner = optax.sgd(lr * lr_scale, momentum=momentum or None)
-    elif name == "adam":
-        inner = optax.adam(lr)
-    else:
+    if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    rate = learning_rate(lr * lr_scale if name == "sgd" else lr, lr_schedule, warmup_steps, num_steps)
+    if name == "sgd":
+        inner = optax.sgd(rate, momentum=momentum or None)
+    elif name == "adam":
+        inner = optax.adam(rate, b2=b2)
+    else:
+        inner = optax.adamw(rate, b2=b2, weight_decay=weight_decay)
+    if grad_clip:
+        inner = optax.chain(optax.clip_by_global_norm(grad_clip), inner)
     return optax.apply_if_finite(inner, max_nonfinite)
+
+
+def optimizer_from_config(tc, lr_scale: float = 1.0, max_nonfinite: int = MAX_CONSECUTIVE_NONFINITE):
+    """:func:`make_optimizer` from ``config.train`` (optional fields take their defaults)."""
+    return make_optimizer(tc.optimizer, tc.lr, tc.get("momentum", 0.9), lr_scale, max_nonfinite,
+                          lr_schedule=tc.get("lr_schedule", "constant"), warmup_steps=tc.get("warmup_steps", 0),
+                          num_steps=tc.num_steps, weight_decay=tc.get("weight_decay", 0.0),
+                          grad_clip=tc.get("grad_clip", 0.0), b2=tc.get("b2", 0.999))
 
 
 def skipped_updates(opt_state) -> int:
@@ -93,7 +131,17 @@ def example_keys(key, step, first, num):
     return jax.vmap(lambda i: jax.random.fold_in(k, i))(first + jnp.arange(num))
 
 
-def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices):
+def debiased_ema(state: TrainState, decay: float):
+    """The bias-corrected moving average ``ema / (1 - decay^step)`` (Adam's correction; the
+    average starts at zero), i.e. a weighted mean of the parameters seen so far: early
+    stages are not dominated by the initialization. The parameters themselves at step 0."""
+    step = int(state.step)
+    if step == 0:
+        return state.params
+    return jax.tree_util.tree_map(lambda e: np.asarray(e / (1.0 - decay**step), e.dtype), state.ema_params)
+
+
+def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices, ema_decay: float = 0.0):
     """pmapped ``(state, first, steps[n], batches[n, per_device, ...]) -> (state, metrics[n])``,
     ``first``: the global index of the device's first example in every batch."""
 
@@ -105,7 +153,10 @@ def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices):
         metrics = jax.lax.pmean(dict(metrics, objective=objective), AXIS)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        ema = state.ema_params
+        if ema_decay:
+            ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
     def chunk(state, first, steps, batches):
         return jax.lax.scan(lambda st, inp: one_step(st, inp, first), state, (steps, batches))
@@ -140,19 +191,22 @@ def _replicate(tree, n: int):
 def _unreplicate(tree):
     """The first local replica as host arrays (works when the arrays span several processes)."""
     first = lambda x: (x.addressable_data(0) if isinstance(x, jax.Array) else x)[0]
-    return jax.device_get(jax.tree_util.tree_map(first, tree))
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(jax.tree_util.tree_map(first, tree)))
 
 
 class Checkpoints:
     """orbax checkpoints in ``workdir``: ``checkpoints/`` (latest train states + JSON
-    bookkeeping, 2 kept) and ``best/`` (the parameters with the lowest validation loss)."""
+    bookkeeping, 2 kept), ``best/`` (the parameters with the lowest validation loss) and
+    ``stages/`` (the parameters at every step of ``train.keep_steps``, all kept)."""
 
     def __init__(self, workdir: str):
         options = lambda keep: ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self.latest = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                            options=options(2), item_names=("state", "meta"))
-        self.best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "best"), options=options(1),
-                                          item_names=("params",))
+        manager = lambda name, keep, items: ocp.CheckpointManager(
+            os.path.join(os.path.abspath(workdir), name), options=options(keep), item_names=items)
+        self.latest = manager("checkpoints", 2, ("state", "meta"))
+        self.best = manager("best", 1, ("params",))
+        self.stages = manager("stages", None, ("params",))
+        self._managers = (self.latest, self.best, self.stages)
 
     def restore_latest(self, abstract_state):
         """``(state, meta)`` of the newest checkpoint that loads (an unreadable one is
@@ -175,17 +229,29 @@ class Checkpoints:
         self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
 
     def restore_best(self, abstract_params):
-        step = self.best.latest_step()
-        return self.best.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_params))).params
+        return self._restore_params(self.best, self.best.latest_step(), abstract_params)
+
+    def save_stage(self, step: int, params):
+        if step not in self.stages.all_steps():  # a resumed run passes the same step again
+            self.stages.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+
+    def stage_steps(self) -> list[int]:
+        return sorted(self.stages.all_steps())
+
+    def restore_stage(self, step: int, abstract_params):
+        return self._restore_params(self.stages, step, abstract_params)
+
+    @staticmethod
+    def _restore_params(manager, step, abstract_params):
+        return manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))).params
 
     def wait(self):
-        for manager in (self.latest, self.best):
+        for manager in self._managers:
             manager.wait_until_finished()
 
     def close(self):
         self.wait()
-        for manager in (self.latest, self.best):
+        for manager in self._managers:
             manager.close()
 
 
@@ -241,11 +307,15 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
                          f"devices ({n_proc} processes x {n_dev} local devices)")
     per_device = tc.batch_size // (n_dev * n_proc)
     max_nonfinite = tc.get("max_nonfinite", MAX_CONSECUTIVE_NONFINITE)
-    tx = make_optimizer(tc.optimizer, tc.lr, tc.momentum, lr_scale, max_nonfinite + 1)
+    tx = optimizer_from_config(tc, lr_scale, max_nonfinite + 1)
+    ema_decay = float(tc.get("ema_decay", 0.0))
+    keep_steps = sorted(int(s) for s in tc.get("keep_steps", ()))
+    current = lambda st: debiased_ema(st, ema_decay) if ema_decay else st.params  # the parameters to evaluate
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # diffusion noise of training
     os.makedirs(workdir, exist_ok=True)
 
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                       ema_params=jax.tree_util.tree_map(jnp.zeros_like, params) if ema_decay else None)
     ckpt = Checkpoints(workdir)
     meta = {"best_val_loss": math.inf, "best_step": -1, "evals_without_improvement": 0,
             "stopped_early": False, "done": False, "train_sums": {}, "train_count": 0}
@@ -255,9 +325,10 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
         logging.info("resumed from step %d of %s", int(state.step), workdir)
     step = int(state.step)
     writer = MetricWriter(workdir, step)
-    chunk_fn = _make_chunk_fn(loss_fn, tx, key, per_device, devices)
+    chunk_fn = _make_chunk_fn(loss_fn, tx, key, per_device, devices, ema_decay)
     rstate = _replicate(state, n_dev)
     first_local = jax.process_index() * n_dev * per_device
+    rows = slice(first_local, first_local + n_dev * per_device)
     firsts = first_local + per_device * np.arange(n_dev, dtype=np.int32)
 
     bar = tqdm(total=tc.num_steps, initial=step, desc="training", unit="step", disable=meta["done"])
@@ -266,8 +337,11 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
     with _PreemptionFlag() as sigterm:
         while not meta["done"]:
             next_eval = (step // tc.eval_every + 1) * tc.eval_every
-            end = min(next_eval, tc.num_steps, step + tc.steps_per_call, stop_at or math.inf)
-            x = np.asarray(batches(step, end - step))[:, first_local:first_local + n_dev * per_device]
+            next_keep = next((k for k in keep_steps if k > step), math.inf)
+            end = min(next_eval, next_keep, tc.num_steps, step + tc.steps_per_call, stop_at or math.inf)
+            x = np.asarray(batches(step, end - step, rows))
+            if x.shape[1] != n_dev * per_device:
+                raise ValueError(f"batches returned {x.shape[1]} rows, expected {n_dev * per_device} ({rows})")
             x = x.reshape((end - step, n_dev, per_device) + x.shape[2:]).swapaxes(0, 1)
             steps = np.broadcast_to(np.arange(step, end, dtype=np.int32), (n_dev, end - step))
             rstate, metrics = chunk_fn(rstate, firsts, steps, x)
@@ -284,6 +358,8 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
                 raise FloatingPointError(
                     f"{in_a_row} training steps in a row had a non-finite loss or gradient (up to step {step}; "
                     f"train.max_nonfinite = {max_nonfinite}): lower train.lr; the last checkpoint is unchanged")
+            if step in keep_steps:
+                ckpt.save_stage(step, current(_unreplicate(rstate)))
             preempted = sigterm.is_set() or ckpt.latest.reached_preemption(step)
             if step % tc.eval_every and step != tc.num_steps:
                 if preempted:
@@ -295,7 +371,7 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
             state = _unreplicate(rstate)
             if tc.get("check_replicas", False):  # debug: every process holds the same parameters
                 multihost_utils.assert_equal(state.params, f"parameters differ across processes at step {step}")
-            val = validate(state.params)
+            val = validate(current(state))
             now = time.perf_counter()
             scalars = {f"train/{k}": v / train_count for k, v in train_sums.items()}
             scalars.update({f"val/{k}": float(v) for k, v in val.items()})
@@ -304,7 +380,7 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
             train_sums, train_count, t_last = {}, 0, now
             if val["val_loss"] < meta["best_val_loss"]:
                 meta.update(best_val_loss=float(val["val_loss"]), best_step=step, evals_without_improvement=0)
-                ckpt.save_best(step, state.params)
+                ckpt.save_best(step, current(state))
             else:
                 meta["evals_without_improvement"] += 1
             meta["stopped_early"] = meta["evals_without_improvement"] >= tc.patience
@@ -323,9 +399,9 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
                      step, meta["best_val_loss"], meta["best_step"])
     state = _unreplicate(rstate)
     ckpt.wait()
-    best = state.params
+    best = current(state)
     if meta["best_step"] >= 0:
-        best = ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state.params))
+        best = ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, best))
     ckpt.close()
     writer.close()
     if jax.process_index() == 0:

@@ -147,3 +147,61 @@ def test_copies_of_against_brute_force():
     gen = np.concatenate([train_x[:5], rng.integers(0, 3, (40, 4))]).astype(np.int32)
     expected = [any(np.array_equal(x, y) for y in train_x) for x in gen]
     np.testing.assert_array_equal(evaluate.copies_of(gen, train_x), expected)
+
+
+def _quadratic_run(tmp_path, **train_overrides):
+    """fit on loss(w) = mean_batch (w - x)^2 with x = step-dependent constants: SGD steps
+    and the EMA can be replayed in numpy. Returns (validated params per evaluation, fit output)."""
+    c = tiny_config(optimizer="sgd", lr=0.1, momentum=0.0, num_steps=6, eval_every=3, steps_per_call=2,
+                    batch_size=4)
+    c.train.update(**train_overrides)
+    seen = []
+
+    def validate(params):
+        seen.append(float(params["w"]))
+        return {"val_loss": float(params["w"]) ** 2}
+
+    loss_fn = lambda p, x, keys: (((p["w"] - x) ** 2).mean(), {})
+    batches = lambda start, num, rows: np.broadcast_to(
+        np.arange(start, start + num, dtype=np.float32)[:, None], (num, 4))[:, rows]
+    out = train.fit(c, str(tmp_path), params={"w": np.zeros((), np.float32)}, loss_fn=loss_fn, batches=batches,
+                    validate=validate, devices=jax.local_devices()[:2])
+    return seen, out
+
+
+def test_ema_is_the_debiased_moving_average_and_stages_are_kept(tmp_path):
+    decay = 0.5
+    seen, out = _quadratic_run(tmp_path, ema_decay=decay, keep_steps=(2, 5))
+    w, ema, expected = 0.0, 0.0, []
+    for step in range(6):
+        w -= 0.1 * 2 * (w - step)  # gradient of (w - x)^2 at x = step
+        ema = decay * ema + (1 - decay) * w
+        if step + 1 in (3, 6):
+            expected.append(ema / (1 - decay ** (step + 1)))
+    np.testing.assert_allclose(seen, expected, rtol=1e-5)
+    ckpt = train.Checkpoints(str(tmp_path))
+    assert ckpt.stage_steps() == [2, 5]
+    ckpt.close()
+
+
+def test_learning_rate_schedules_and_adamw_clipping(tmp_path):
+    cosine = train.learning_rate(1.0, "cosine", warmup_steps=10, num_steps=110)
+    assert float(cosine(0)) == 0.0 and float(cosine(5)) == pytest.approx(0.5)
+    assert float(cosine(10)) == pytest.approx(1.0) and float(cosine(60)) == pytest.approx(0.5, abs=1e-6)
+    assert float(cosine(110)) == pytest.approx(0.0, abs=1e-6)
+    warm = train.learning_rate(2.0, "constant", warmup_steps=4)
+    assert [float(warm(s)) for s in (0, 2, 4, 100)] == pytest.approx([0.0, 1.0, 2.0, 2.0])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.learning_rate(1.0, "step")
+    # clipping: a huge gradient moves SGD by at most lr * clip
+    tx = train.make_optimizer("sgd", 0.1, 0.0, grad_clip=1.0)
+    params = {"w": np.zeros(4, np.float32)}
+    updates, _ = tx.update({"w": np.full(4, 1e6, np.float32)}, tx.init(params), params)
+    assert np.linalg.norm(updates["w"]) == pytest.approx(0.1, rel=1e-5)
+    # AdamW: decoupled weight decay shrinks the weights even with zero gradient
+    tx = train.make_optimizer("adamw", 0.1, weight_decay=0.5)
+    params = {"w": np.ones(2, np.float32)}
+    updates, _ = tx.update({"w": np.zeros(2, np.float32)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], -0.1 * 0.5)
+    seen, _ = _quadratic_run(tmp_path, optimizer="adamw", lr=0.05, lr_schedule="cosine", warmup_steps=2)
+    assert 0 < seen[0] < seen[1]

@@ -1,4 +1,4 @@
-"""Token-token correlations vs distance (paper Fig. 1c, Fig. 4).
+"""Token-token correlations vs distance (paper Fig. 1c, Fig. 4), for the RHM and for text.
 
 For one-hot tokens, ``Cov(onehot(x_i), onehot(x_j))[a, b] = P(x_i=a, x_j=b) - P(x_i=a) P(x_j=b)``;
 its Frobenius norm, averaged over the positions i at distance t = j - i, measures how far
@@ -10,13 +10,41 @@ from __future__ import annotations
 import numpy as np
 
 
-def token_correlation(tokens, v: int) -> np.ndarray:
-    """``float[d]``: entry ``t >= 1`` is the mean over positions ``i`` (``0 <= i < d - t``)
-    of the Frobenius norm of the v x v population covariance between ``onehot(x_i)`` and
-    ``onehot(x_{i+t})`` over the N sequences of ``tokens int[N, d]``; entry 0 is NaN.
+def _frequencies(codes, groups, num_groups: int, per_group: int):
+    """Empirical frequency (within its group of ``per_group`` samples) of every sample's code,
+    and the sum over distinct codes of the squared frequencies, per group."""
+    unique, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    freq = counts / per_group
+    first = np.zeros(len(unique), np.int64)
+    first[inverse] = np.arange(len(codes))  # one sample holding each distinct code
+    return freq[inverse], freq, groups[first], first
 
-    Joint frequencies come from one ``bincount`` per distance over pair codes
-    ``(i, x_i v + x_{i+t})``: O(N d^2) time and O((d - t) v^2) memory, no one-hot tensors."""
+
+def _covariance_norms(a, b, groups, num_groups: int, v: int) -> np.ndarray:
+    """Frobenius norm of the covariance of ``onehot(a)`` and ``onehot(b)`` within each of
+    ``num_groups`` equal-size groups of samples, without any v x v array:
+    ``||J - p q^T||^2 = sum J^2 - 2 sum J_ab p_a q_b + (sum p^2)(sum q^2)``, where only the
+    observed pairs (a, b) contribute to the first two sums."""
+    per_group = len(a) // num_groups
+    p_at, p, p_group, _ = _frequencies(groups * v + a, groups, num_groups, per_group)
+    q_at, q, q_group, _ = _frequencies(groups * v + b, groups, num_groups, per_group)
+    _, joint, j_group, j_first = _frequencies((groups * v + a) * v + b, groups, num_groups, per_group)
+    total = (np.bincount(j_group, joint**2, num_groups)
+             - 2 * np.bincount(j_group, joint * p_at[j_first] * q_at[j_first], num_groups)
+             + np.bincount(p_group, p**2, num_groups) * np.bincount(q_group, q**2, num_groups))
+    return np.sqrt(np.maximum(total, 0.0))
+
+
+def token_correlation(tokens, v: int, distances=None, pool_positions: bool = False) -> np.ndarray:
+    """``float[d]``: entry ``t`` (for ``t`` in ``distances``, default 1..d-1; NaN elsewhere and
+    at 0) is the Frobenius norm of the v x v population covariance between ``onehot(x_i)``
+    and ``onehot(x_{i+t})`` over the N sequences of ``tokens int[N, d]``, averaged over the
+    positions ``0 <= i < d - t`` (the RHM, Fig. 1c) or, with ``pool_positions``, of the one
+    covariance of all N (d - t) pairs at distance t (stationary text, Fig. 4: more pairs,
+    lower noise floor).
+
+    Sparse: frequencies come from ``np.unique`` over pair codes, so memory and time grow with
+    the number of pairs, not with v^2 (v = 50257 for GPT-2 tokens)."""
     x = np.asarray(tokens)
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
         raise ValueError(f"tokens must be an integer array [N, d], got {x.dtype} {x.shape}")
@@ -27,15 +55,18 @@ def token_correlation(tokens, v: int) -> np.ndarray:
     n, d = x.shape
     if n == 0:
         raise ValueError("tokens must hold at least one sequence")
+    distances = range(1, d) if distances is None else [int(t) for t in distances]
+    if any(not 1 <= t < d for t in distances):
+        raise ValueError(f"distances must lie in [1, d - 1] = [1, {d - 1}], got {list(distances)}")
     x = x.astype(np.int64)
-    marg = np.stack([np.bincount(x[:, i], minlength=v) for i in range(d)]) / n  # [d, v]
     out = np.full(d, np.nan)
-    for t in range(1, d):
-        pos = np.arange(d - t)
-        codes = (pos * v * v + x[:, :-t] * v + x[:, t:]).ravel()
-        joint = np.bincount(codes, minlength=(d - t) * v * v).reshape(d - t, v, v) / n
-        cov = joint - marg[:-t, :, None] * marg[t:, None, :]
-        out[t] = np.sqrt((cov**2).sum((1, 2))).mean()
+    for t in distances:
+        a, b = x[:, :-t].ravel(), x[:, t:].ravel()
+        if pool_positions:
+            out[t] = _covariance_norms(a, b, np.zeros_like(a), 1, v)[0]
+        else:
+            positions = np.broadcast_to(np.arange(d - t), (n, d - t)).ravel()
+            out[t] = _covariance_norms(a, b, positions, d - t, v).mean()
     return out
 
 

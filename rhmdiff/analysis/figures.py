@@ -124,21 +124,43 @@ def plot_onestep(results: dict, path: str) -> None:
 
 
 def plot_correlations(results: dict, path: str) -> None:
-    """Fig. 1c: token-token correlation vs distance t, per source, with each noise floor."""
+    """Fig. 1c / Fig. 4b: token-token correlation vs distance t, per source, with each noise
+    floor (a constant, or one value per distance)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     cmap = plt.get_cmap("tab10")
     for i, row in enumerate(results["curves"]):
         corr = np.asarray(row["correlation"], float)
-        t = np.arange(1, len(corr))
-        ax.plot(t, corr[1:], "o-", ms=3, color=cmap(i % 10), label=f"{row['name']} (N={row['num']})")
-        ax.axhline(row["noise_floor"], color=cmap(i % 10), ls=":", lw=0.8)
+        t = np.flatnonzero(np.isfinite(corr))
+        ax.plot(t, corr[t], "o-", ms=3, color=cmap(i % 10), label=f"{row['name']} (N={row['num']})")
+        if np.ndim(row["noise_floor"]):
+            ax.plot(t, np.asarray(row["noise_floor"], float)[t], ":", color=cmap(i % 10), lw=0.8)
+        else:
+            ax.axhline(row["noise_floor"], color=cmap(i % 10), ls=":", lw=0.8)
     ax.set(xscale="log", yscale="log", xlabel="distance t", ylabel="||Cov(x_i, x_{i+t})||_F",
            title="token correlations (dotted: noise floor)")
     ax.legend(fontsize=7)
     _save(fig, path)
 
 
-PLOTTERS = {"correlations.json": plot_correlations, "clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
+def plot_perplexity(results: dict, path: str) -> None:
+    """Fig. 8: perplexity of token x_T given a context of T tokens, per training stage and
+    for validation text (dashed)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    cmap = plt.get_cmap("viridis")
+    rows = results["curves"]
+    for i, row in enumerate(rows):
+        ppl = np.asarray(row["perplexity"], float)
+        style = dict(color="black", ls="--") if row["name"] == "validation data" else dict(
+            color=cmap(i / max(len(rows) - 1, 1)))
+        ax.plot(np.arange(1, len(ppl) + 1), ppl, label=f"{row['name']} (N={row['num']})", **style)
+    ax.set(xscale="log", yscale="log", xlabel="context length T", ylabel="perplexity of x_T",
+           title=f"perplexity under {os.path.basename(results['lm_path'].rstrip('/'))}")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+PLOTTERS = {"correlations.json": plot_correlations, "text_correlations.json": plot_correlations,
+            "perplexity.json": plot_perplexity, "clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
 
 
 def replot(workdir: str) -> list[str]:

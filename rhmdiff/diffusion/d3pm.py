@@ -24,7 +24,7 @@ from jax.tree_util import Partial
 from tqdm.auto import tqdm
 
 from rhmdiff import bp
-from rhmdiff._util import expand_right
+from rhmdiff._util import as_argument, expand_right
 from rhmdiff.rhm import Grammar
 
 SCHEDULES = ("linear", "cosine")
@@ -191,13 +191,6 @@ def loss(key, logits_fn, schedule: Schedule, x0, v: int, hybrid_coeff: float = 0
     return loss_terms(schedule, x0, x_t, t, logits_fn(x_t, t), v, hybrid_coeff)
 
 
-def _as_argument(fn) -> Partial:
-    """``fn`` as a pytree that jitted code takes as an *argument*: a ``jax.tree_util.Partial``
-    keeps its bound arrays (e.g. network parameters) as traced inputs instead of baking
-    them into the compiled program as constants."""
-    return fn if isinstance(fn, Partial) else Partial(fn)
-
-
 def nll_bound(key, logits_fn, schedule: Schedule, x0, v: int, progress: bool = False):
     """The full variational bound on -log p(x_0), per token in nats, summing every step
     t = 1..T (one x_t draw each) plus the prior KL: ``float32[B]`` per sequence.
@@ -211,7 +204,7 @@ def nll_bound(key, logits_fn, schedule: Schedule, x0, v: int, progress: bool = F
         x_t = q_sample(k, schedule, x0, tt, v)
         return vb_terms(schedule, x0, x_t, tt, fn(x_t, tt), v).mean(-1)
 
-    logits_fn = _as_argument(logits_fn)
+    logits_fn = as_argument(logits_fn)
     total = prior_kl(schedule, x0, v).mean(-1)
     for t in tqdm(range(1, schedule.T + 1), desc="VB bound", disable=not progress, leave=False):
         total = total + term(logits_fn, jax.random.fold_in(key, t), t)
@@ -228,7 +221,7 @@ def _reverse_process(key, x0_probs_fn, schedule: Schedule, shape, v: int, progre
         logits = q_posterior_logits(schedule, fn(k_x0, x, tt), x, tt, v)
         return jax.random.categorical(k_step, logits, axis=-1).astype(jnp.int32)
 
-    x0_probs_fn = _as_argument(x0_probs_fn)
+    x0_probs_fn = as_argument(x0_probs_fn)
     k_init, key = jax.random.split(key)
     x = jax.random.randint(k_init, shape, 0, v, dtype=jnp.int32)
     for t in tqdm(range(schedule.T, 0, -1), desc="reverse steps", disable=not progress, leave=False):
@@ -245,7 +238,7 @@ def sample(key, denoise_fn, schedule: Schedule, shape, v: int, progress: bool = 
     (probabilities; the trained U-Net or the BP oracle). Returns int32 ``shape``.
     Pass a network as ``jax.tree_util.Partial(probs_fn, params)`` to keep its parameters
     out of the compiled program's constants."""
-    return _reverse_process(key, Partial(_drop_key, _as_argument(denoise_fn)), schedule, tuple(shape), v,
+    return _reverse_process(key, Partial(_drop_key, as_argument(denoise_fn)), schedule, tuple(shape), v,
                             progress)
 
 

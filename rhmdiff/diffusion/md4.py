@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rhmdiff._util import expand_right
+from rhmdiff._util import as_argument, expand_right
 
 SCHEDULES = ("linear", "cosine", "poly")
 
@@ -86,6 +86,13 @@ def _masked_ce(logits, x0, x_t, mask_id):
     return jnp.sum(jnp.where(x_t == mask_id, ce, 0.0), -1)
 
 
+def diffusion_term(schedule: MaskingSchedule, x0, x_t, t, logits, mask_id: int):
+    """``w(t) sum_i 1[x_t^i = MASK] (-log p(x_0^i | x_t))`` per sequence (nats ``[B]``): the
+    one-sample estimate of the ELBO's diffusion part (what training minimizes; the
+    reconstruction and prior parts are O(eps) and carry no useful gradient)."""
+    return schedule.weight(t) * _masked_ce(logits, x0, x_t, mask_id)
+
+
 def loss(key, logits_fn, schedule: MaskingSchedule, x0, vocab_size: int, mask_id: int | None = None):
     """MD4's negative ELBO on a batch ``x0 int[B, d]``, one t per sequence (antithetic:
     t_b = (u + b/B) mod 1, MD4's variance reduction). ``logits_fn(x_t, t) -> [B, d, V]``
@@ -98,7 +105,7 @@ def loss(key, logits_fn, schedule: MaskingSchedule, x0, vocab_size: int, mask_id
     k_t, k_mask, k_recon = jax.random.split(key, 3)
     t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / b, 1.0)
     x_t = q_sample(k_mask, schedule, x0, t, mask_id)
-    diffusion = schedule.weight(t) * _masked_ce(logits_fn(x_t, t), x0, x_t, mask_id)
+    diffusion = diffusion_term(schedule, x0, x_t, t, logits_fn(x_t, t), mask_id)
     t0 = jnp.zeros((b,))
     x_r = q_sample(k_recon, schedule, x0, t0, mask_id)
     recon = _masked_ce(logits_fn(x_r, t0), x0, x_r, mask_id)
@@ -135,19 +142,22 @@ def reverse_step(key, logits, x_t, alpha_t, alpha_s, mask_id: int, top_p: float 
 def sample(key, logits_fn, schedule: MaskingSchedule, shape, vocab_size: int, mask_id: int | None = None,
            T: int = 1000, top_p: float | None = None, progress: bool = False):
     """Ancestral sampling over T steps from x_1 = all [MASK]; the last step reveals every
-    token still masked, so the output holds no mask. Returns int32 ``shape``."""
+    token still masked, so the output holds no mask. Returns int32 ``shape``.
+    Pass a network as ``jax.tree_util.Partial(apply, params)`` to keep its parameters out
+    of the compiled program's constants."""
     mask_id = vocab_size if mask_id is None else mask_id
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
     @jax.jit
-    def step(k, x, i):
+    def step(fn, k, x, i):
         t, s = i / T, (i - 1) / T
         alpha_s = jnp.where(i == 1, 1.0, schedule.alpha(s))
-        logits = logits_fn(x, jnp.full(shape[:1], t))
+        logits = fn(x, jnp.full(shape[:1], t))
         return reverse_step(k, logits, x, schedule.alpha(t), alpha_s, mask_id, top_p)
 
+    logits_fn = as_argument(logits_fn)
     x = jnp.full(shape, mask_id, jnp.int32)
     for i in tqdm(range(T, 0, -1), desc="MD4 steps", disable=not progress, leave=False):
-        x = step(jax.random.fold_in(key, i), x, i)
+        x = step(logits_fn, jax.random.fold_in(key, i), x, i)
     return x

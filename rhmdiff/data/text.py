@@ -1,0 +1,202 @@
+"""Text data for MD4 (paper Sec. 5.1): local corpus -> BPE tokens -> packed, per-host batches.
+
+Pipeline, all from local files (no network at run time):
+
+1. :func:`load_tokenizer`: a ``tiktoken`` BPE from a local ``.tiktoken`` rank file. For
+   GPT-2 (50257 ids with ``<|endoftext|>`` = 50256, as in the paper) use ``gpt2.tiktoken``,
+   which the ``openai-whisper`` package ships (``whisper/assets/gpt2.tiktoken``; e.g.
+   ``pip download openai-whisper --no-deps`` and unpack it). The end-of-text id is the
+   number of ranks.
+2. :func:`read_documents`: the corpus, a Hugging Face ``datasets`` directory
+   (``save_to_disk``), ``.parquet`` / ``.arrow`` shards (column ``text``), or ``.txt`` files
+   (one document per file), searched recursively under ``data.path``.
+3. :func:`prepare_tokens`: every document tokenized once (``encode_ordinary_batch``,
+   threaded) and followed by the end-of-text id, into ``train.bin`` / ``val.bin`` (uint16,
+   memory-mapped later) and ``meta.json``. The train/validation split is by document and
+   seeded (``data.seed``; MD4's own split is unseeded). Files are written under temporary
+   names and renamed at the end, so an interrupted run leaves nothing half-done; a finished
+   directory with the same settings is reused.
+4. :class:`TokenData`: the token stream packed into sequences of ``seq_len`` tokens
+   (documents concatenated, as in MD4 / GPT-2). ``batches(start, num, rows)`` gives rows
+   ``rows`` of the global batches of steps ``start..start+num-1``: epoch ``e`` visits the
+   sequences in the order of a permutation drawn from ``(seed, e)``, so the data position
+   is a pure function of the step stored in the checkpoint (exact resume), and each host
+   reads only its own rows (``jax.process_index()`` share, cut by the trainer).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+from tqdm.auto import tqdm
+
+EOT = "<|endoftext|>"
+# GPT-2's pre-tokenization regex (tiktoken's "gpt2" encoding).
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+SPLIT_BLOCK = 1024  # documents per tokenization batch and per block of the seeded split
+FORMAT_VERSION = 1
+
+
+class DataError(ValueError):
+    """The corpus, tokenizer or token files cannot give what the config asks for."""
+
+
+def load_tokenizer(path: str):
+    """A ``tiktoken.Encoding`` from the local rank file ``path`` (GPT-2's regex; the
+    end-of-text token gets the id after the last rank)."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"data.tokenizer_path: no tokenizer file at {path!r} (a .tiktoken rank "
+                                f"file, e.g. gpt2.tiktoken from the openai-whisper package)")
+    ranks = load_tiktoken_bpe(path)
+    return tiktoken.Encoding(name=os.path.basename(path), pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={EOT: len(ranks)})
+
+
+def _files(path: str, ext: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(path, "**", f"*{ext}"), recursive=True))
+
+
+def read_documents(path: str):
+    """``(num_documents or None, iterator of str)`` over the corpus at ``path`` (see module
+    docstring). Raises FileNotFoundError, naming ``data.path``, if nothing is found."""
+    if not path or not os.path.exists(path):
+        raise FileNotFoundError(f"data.path: {path!r} does not exist")
+    if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
+                                   for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        import datasets
+        ds = datasets.load_from_disk(path)
+        parts = [ds[k] for k in sorted(ds)] if isinstance(ds, datasets.DatasetDict) else [ds]
+        return sum(len(p) for p in parts), (row["text"] for p in parts for row in p)
+    for ext in (".parquet", ".arrow", ".txt"):
+        found = ([path] if path.endswith(ext) else []) if os.path.isfile(path) else _files(path, ext)
+        if not found:
+            continue
+        if ext == ".txt":
+            def texts(found=found):
+                for f in found:
+                    with open(f, encoding="utf-8", errors="replace") as fh:
+                        yield fh.read()
+            return len(found), texts()
+        import datasets
+        ds = (datasets.Dataset.from_parquet(found) if ext == ".parquet"
+              else datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in found]))
+        if "text" not in ds.column_names:
+            raise DataError(f"data.path: {path} has no 'text' column (columns: {ds.column_names})")
+        return len(ds), (row["text"] for row in ds)
+    raise FileNotFoundError(f"data.path: {path} holds no datasets directory and no .parquet, .arrow or .txt files")
+
+
+def _split_blocks(seed: int, block: int, n: int, val_fraction: float) -> np.ndarray:
+    """Which of the ``n`` documents of block ``block`` go to validation (seeded)."""
+    return np.random.default_rng([seed, block]).random(n) < val_fraction
+
+
+def prepare_tokens(data_path: str, tokenizer_path: str, out_dir: str, val_fraction: float, seed: int,
+                   progress: bool = True) -> dict:
+    """Tokenize the corpus into ``out_dir/{train,val}.bin`` + ``meta.json`` (see module
+    docstring) unless a finished directory with the same settings exists; returns the meta."""
+    settings = {"format": FORMAT_VERSION, "data_path": os.path.abspath(data_path),
+                "tokenizer_path": os.path.abspath(tokenizer_path), "val_fraction": val_fraction, "seed": seed}
+    meta_path = os.path.join(out_dir, "meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if all(meta.get(k) == v for k, v in settings.items()):
+            return meta
+    num_docs, docs = read_documents(data_path)
+    enc = load_tokenizer(tokenizer_path)
+    if enc.n_vocab > 2**16:
+        raise DataError(f"data.tokenizer_path: {enc.n_vocab} ids do not fit the uint16 token files")
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = {s: os.path.join(out_dir, f"{s}.bin.tmp") for s in ("train", "val")}
+    counts = {"train": 0, "val": 0}
+    num_documents = {"train": 0, "val": 0}
+    bar = tqdm(total=num_docs, desc="tokenizing", unit="doc", disable=not progress)
+    with open(tmp["train"], "wb") as f_train, open(tmp["val"], "wb") as f_val:
+        block, batch = 0, []
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) == SPLIT_BLOCK:
+                _write_block(enc, batch, _split_blocks(seed, block, len(batch), val_fraction),
+                             (f_train, f_val), counts, num_documents)
+                block, batch = block + 1, []
+                bar.update(SPLIT_BLOCK)
+        if batch:
+            _write_block(enc, batch, _split_blocks(seed, block, len(batch), val_fraction),
+                         (f_train, f_val), counts, num_documents)
+            bar.update(len(batch))
+    bar.close()
+    if counts["train"] == 0:
+        raise DataError(f"data.path: {data_path} gave no training tokens")
+    for s in ("train", "val"):
+        os.replace(tmp[s], os.path.join(out_dir, f"{s}.bin"))
+    meta = dict(settings, vocab_size=enc.n_vocab, eot=enc.eot_token, num_tokens=counts,
+                num_documents=num_documents)
+    tmp_meta = meta_path + ".tmp"
+    with open(tmp_meta, "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp_meta, meta_path)
+    return meta
+
+
+def _write_block(enc, batch, to_val, files, counts, num_documents):
+    for text, val, ids in zip(batch, to_val, enc.encode_ordinary_batch(batch)):
+        split = "val" if val else "train"
+        arr = np.asarray(ids + [enc.eot_token], np.uint16)
+        arr.tofile(files[int(val)])
+        counts[split] += len(arr)
+        num_documents[split] += 1
+
+
+class TokenData:
+    """Packed sequences of ``seq_len`` tokens from a :func:`prepare_tokens` directory."""
+
+    def __init__(self, token_dir: str, seq_len: int):
+        with open(os.path.join(token_dir, "meta.json")) as f:
+            self.meta = json.load(f)
+        self.seq_len = seq_len
+        self.tokens = {s: np.memmap(os.path.join(token_dir, f"{s}.bin"), np.uint16, "r")
+                       if self.meta["num_tokens"][s] else np.zeros((0,), np.uint16) for s in ("train", "val")}
+        self.num_sequences = {s: len(t) // seq_len for s, t in self.tokens.items()}
+        if self.num_sequences["train"] == 0:
+            raise DataError(f"data.seq_len = {seq_len} exceeds the {len(self.tokens['train'])} training tokens")
+        self._perms = {}
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of real symbols (the BPE ids and end-of-text); the mask id is this number."""
+        return self.meta["vocab_size"]
+
+    def sequences(self, split: str, index) -> np.ndarray:
+        """``int32[len(index), seq_len]``: the packed sequences ``index`` of ``split``."""
+        index = np.asarray(index)
+        offsets = index[:, None] * self.seq_len + np.arange(self.seq_len)
+        return np.asarray(self.tokens[split][offsets.ravel()], np.int32).reshape(offsets.shape)
+
+    def _permutation(self, seed: int, epoch: int) -> np.ndarray:
+        if (seed, epoch) not in self._perms:
+            self._perms = {(seed, epoch): np.random.default_rng([seed, epoch]).permutation(
+                self.num_sequences["train"])}
+        return self._perms[(seed, epoch)]
+
+    def batches(self, seed: int, batch_size: int, start: int, num: int, rows=slice(None)) -> np.ndarray:
+        """Rows ``rows`` of the training batches of steps ``start..start+num-1``:
+        ``int32[num, rows, seq_len]``; the last incomplete batch of an epoch is dropped."""
+        per_epoch = self.num_sequences["train"] // batch_size
+        if per_epoch == 0:
+            raise DataError(f"train.batch_size = {batch_size} exceeds the {self.num_sequences['train']} "
+                             f"training sequences")
+        out = []
+        for step in range(start, start + num):
+            epoch, i = divmod(step, per_epoch)
+            index = self._permutation(seed, epoch)[i * batch_size:(i + 1) * batch_size][rows]
+            out.append(self.sequences("train", index))
+        return np.stack(out)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.num_sequences["train"] // batch_size

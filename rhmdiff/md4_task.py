@@ -1,0 +1,196 @@
+"""The ``md4`` task (paper Sec. 5.1, App. C): MD4 masked diffusion on text, with the same
+trainer, checkpoints and config system as the RHM tasks.
+
+``python -m rhmdiff.main --config=configs/md4_owt.py --workdir=runs/md4_owt``:
+
+1. the corpus (``data.path``) is tokenized once into ``data.token_dir`` (default
+   ``workdir/tokens``; :mod:`rhmdiff.data.text`) and packed into ``data.seq_len`` sequences;
+2. MD4's transformer (:mod:`rhmdiff.models.transformer`; its parameter count is logged) is
+   trained with :func:`rhmdiff.train.fit` on the diffusion part of MD4's ELBO, one t per
+   sequence; ``train.num_steps = -1`` means one epoch; the parameters (EMA) are kept at the
+   steps nearest to ``train.keep_tokens`` training tokens (``workdir/stages``) for the
+   analyses per training stage (:mod:`rhmdiff.analysis.text`);
+3. the validation loss is the full ELBO (bits per token, fixed noise) on
+   ``eval.val_sequences`` validation sequences;
+4. at the end, ``eval.num_samples`` sequences are generated (``eval.sample_steps``
+   ancestral steps, top-p if ``eval.top_p`` > 0) and written as tokens (``samples.npy``) and
+   text (``samples.txt``), with ``results.json``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.tree_util import Partial
+
+from rhmdiff import train
+from rhmdiff._util import write_json
+from rhmdiff.data import text
+from rhmdiff.diffusion import md4
+from rhmdiff.models.transformer import Transformer, num_params
+
+
+def model_from_config(config, vocab_size: int) -> Transformer:
+    c = config.model
+    return Transformer(vocab_size=vocab_size, num_layers=c.num_layers, num_heads=c.num_heads, head_dim=c.head_dim,
+                       cond_dim=c.cond_dim, mlp_multiple_of=c.mlp_multiple_of, positions=c.positions,
+                       max_len=config.data.seq_len, dtype=c.dtype)
+
+
+def schedule_from_config(config) -> md4.MaskingSchedule:
+    c = config.diffusion
+    return md4.MaskingSchedule(c.schedule, c.eps, c.power)
+
+
+def load_data(config, workdir: str) -> text.TokenData:
+    """Tokenize (process 0, once) and open the packed token files on every process."""
+    token_dir = config.data.token_dir or os.path.join(workdir, "tokens")
+    if jax.process_index() == 0:
+        text.prepare_tokens(config.data.path, config.data.tokenizer_path, token_dir, config.data.val_fraction,
+                            config.data.seed)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("rhmdiff tokens ready")
+        if not os.path.exists(os.path.join(token_dir, "meta.json")):
+            raise FileNotFoundError(f"data.token_dir: {token_dir} is not visible from process "
+                                    f"{jax.process_index()}: put it on a shared filesystem")
+    return text.TokenData(token_dir, config.data.seq_len)
+
+
+def md4_loss_fn(model: Transformer, schedule: md4.MaskingSchedule, vocab_size: int):
+    """``loss_fn(params, x0, keys)`` for :func:`rhmdiff.train.fit`: the diffusion part of the
+    ELBO (nats per token), t ~ U(0, 1) and the masks drawn from each sequence's key."""
+
+    def noise(key, x0):
+        k_t, k_mask = jax.random.split(key)
+        t = jax.random.uniform(k_t)
+        return t, md4.q_sample(k_mask, schedule, x0, t, vocab_size)
+
+    def loss_fn(params, x0, keys):
+        t, x_t = jax.vmap(noise)(keys, x0)
+        per_sequence = md4.diffusion_term(schedule, x0, x_t, t, model.apply(params, x_t, t), vocab_size)
+        nats = per_sequence.mean() / x0.shape[1]
+        return nats, {"nats_per_token": nats, "bits_per_token": nats / math.log(2)}
+
+    return loss_fn
+
+
+def make_val_loss(key, model: Transformer, schedule: md4.MaskingSchedule, val_x, vocab_size: int,
+                  batch_size: int):
+    """``params -> {"val_loss"}``: MD4's full negative ELBO (:func:`md4.loss`), bits per
+    token, on ``val_x`` with the same noise at every evaluation."""
+
+    @jax.jit
+    def batch_bits(params, k, x0):
+        return md4.loss(k, Partial(model.apply, params), schedule, x0, vocab_size)[1]["bits_per_token"]
+
+    def val_loss(params):
+        total = 0.0
+        for i in range(0, len(val_x), batch_size):
+            x0 = val_x[i:i + batch_size]
+            total += float(batch_bits(params, jax.random.fold_in(key, i), x0)) * len(x0)
+        return {"val_loss": total / len(val_x)}
+
+    return val_loss
+
+
+def generate(key, model: Transformer, params, schedule: md4.MaskingSchedule, num: int, seq_len: int,
+             vocab_size: int, batch_size: int, steps: int, top_p: float | None) -> np.ndarray:
+    """``int32[num, seq_len]`` sequences from MD4's ancestral sampler, in batches."""
+    logits_fn = Partial(model.apply, params)
+    return np.concatenate([
+        np.asarray(md4.sample(jax.random.fold_in(key, i), logits_fn, schedule, (min(batch_size, num - i), seq_len),
+                              vocab_size, T=steps, top_p=top_p, progress=True))
+        for i in range(0, num, batch_size)])
+
+
+def stage_steps(keep_tokens, tokens_per_step: int, num_steps: int) -> tuple[int, ...]:
+    """The training steps nearest to ``keep_tokens`` tokens (those within the run)."""
+    steps = {max(1, round(float(n) / tokens_per_step)) for n in keep_tokens}
+    return tuple(sorted(s for s in steps if s <= num_steps))
+
+
+def md4_setup(config, workdir: str) -> dict:
+    """Data, ``model``, ``schedule``, ``tokenizer``, PRNG ``keys`` and ``fit_kwargs``; sets
+    ``train.num_steps`` (one epoch when -1) and ``train.keep_steps`` (from ``keep_tokens``)."""
+    data = load_data(config, workdir)
+    vocab_size = data.vocab_size
+    tokens_per_step = config.train.batch_size * config.data.seq_len
+    if config.train.num_steps == -1:
+        config.train.num_steps = data.steps_per_epoch(config.train.batch_size)
+    config.train.keep_steps = stage_steps(config.train.keep_tokens, tokens_per_step, config.train.num_steps)
+    num_val = min(config.eval.val_sequences, data.num_sequences["val"])
+    if num_val == 0:
+        raise text.DataError(f"data.val_fraction = {config.data.val_fraction} left no validation sequence of "
+                         f"{config.data.seq_len} tokens")
+    model, schedule = model_from_config(config, vocab_size), schedule_from_config(config)
+    k_init, k_val, k_gen = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    params = model.init(k_init, jnp.zeros((1, config.data.seq_len), jnp.int32), jnp.zeros((1,)))
+    val_x = data.sequences("val", np.arange(num_val))
+    fit_kwargs = dict(
+        params=params, loss_fn=md4_loss_fn(model, schedule, vocab_size),
+        batches=lambda start, num, rows: data.batches(config.seed, config.train.batch_size, start, num, rows),
+        validate=make_val_loss(k_val, model, schedule, val_x, vocab_size, config.eval.batch_size))
+    return dict(data=data, model=model, schedule=schedule, vocab_size=vocab_size, fit_kwargs=fit_kwargs,
+                tokenizer=text.load_tokenizer(config.data.tokenizer_path), keys=dict(generate=k_gen),
+                tokens_per_step=tokens_per_step)
+
+
+def write_samples(workdir: str, x: np.ndarray, tokenizer) -> None:
+    """``samples.npy`` (tokens) and ``samples.txt`` (decoded, one sample per block)."""
+    with open(os.path.join(workdir, "samples.npy.tmp"), "wb") as f:
+        np.save(f, x)
+    os.replace(os.path.join(workdir, "samples.npy.tmp"), os.path.join(workdir, "samples.npy"))
+    with open(os.path.join(workdir, "samples.txt.tmp"), "w") as f:
+        for i, seq in enumerate(x):
+            f.write(f"===== sample {i} =====\n{tokenizer.decode(seq.tolist())}\n")
+    os.replace(os.path.join(workdir, "samples.txt.tmp"), os.path.join(workdir, "samples.txt"))
+
+
+def run(config, workdir: str, stop_at: int | None = None) -> dict | None:
+    """Train MD4 on the corpus, then generate and decode samples; writes results.json.
+    ``stop_at`` interrupts training after that step (as a preemption would): returns None."""
+    os.makedirs(workdir, exist_ok=True)
+    setup = md4_setup(config, workdir)
+    n_params = num_params(setup["fit_kwargs"]["params"])
+    logging.info("MD4 transformer: %d parameters (%.1fM), vocabulary %d + mask, %d training sequences of %d tokens, "
+                 "%d steps of %d tokens", n_params, n_params / 1e6, setup["vocab_size"],
+                 setup["data"].num_sequences["train"], config.data.seq_len, config.train.num_steps,
+                 setup["tokens_per_step"])
+    t0 = time.perf_counter()
+    fitted = train.fit(config, workdir, stop_at=stop_at, **setup["fit_kwargs"])
+    if fitted["preempted"]:
+        raise train.Preempted(f"preempted at step {fitted['steps']}; checkpoint saved in {workdir}")
+    if not fitted["done"]:
+        return None
+    seconds = {"training": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    top_p = config.eval.top_p or None
+    x = generate(setup["keys"]["generate"], setup["model"], fitted["params"], setup["schedule"],
+                 config.eval.num_samples, config.data.seq_len, setup["vocab_size"], config.eval.batch_size,
+                 config.eval.sample_steps, top_p)
+    seconds["generation"] = time.perf_counter() - t0
+    results = {
+        "task": "md4",
+        "num_params": n_params,
+        "steps": fitted["steps"],
+        "tokens_seen": fitted["steps"] * setup["tokens_per_step"],
+        "best_step": fitted["best_step"],
+        "val_loss": fitted["best_val_loss"],
+        "val_loss_units": "negative ELBO, bits per token",
+        "stages": list(config.train.keep_steps),
+        "num_samples": int(len(x)),
+        "seconds": seconds,
+        "config": config.to_dict(),
+    }
+    if jax.process_index() == 0:
+        write_samples(workdir, x, setup["tokenizer"])
+        write_json(os.path.join(workdir, "results.json"), results)
+        print(f"MD4: {n_params / 1e6:.2f}M parameters, {results['tokens_seen']} training tokens, "
+              f"validation {results['val_loss']:.4f} bits/token; {len(x)} samples in {workdir}/samples.txt")
+    return results
