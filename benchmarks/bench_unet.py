@@ -63,7 +63,7 @@ def step_ms(width: int, optimizer: str, steps: int, repeats: int) -> float:
     step_ids = np.arange(steps, dtype=np.int32)[None]
 
     def run():
-        box[0], metrics = chunk(box[0], step_ids, x)
+        box[0], metrics = chunk(box[0], np.zeros((1,), np.int32), step_ids, x)
         return metrics
 
     return 1e3 * _median_seconds(run, repeats) / steps

@@ -1,4 +1,5 @@
 """The command line: the oracle task end to end, and one-line errors on bad configs."""
+import ast
 import json
 import os
 import subprocess
@@ -66,15 +67,13 @@ def test_online_config_trains_on_fresh_samples(tmp_path):
     assert results["steps"] == 40 and len(results["accuracy"]) == 3
 
 
-@pytest.mark.parametrize("override, field", [
+BAD_CONFIGS = [
     ("--config.rhm.m=9", "config.rhm.m"),
     ("--config.rhm.v=-1", "config.rhm.v"),
     ("--config.data.test_size=-3", "config.data.test_size"),
     ("--config.task=nope", "config.task"),
     ("--config.diffusion.schedule=quadratic", "config.diffusion.schedule"),
     ("--config.data.test_size=100000", "config.data.train_size"),
-    ("--config.rhm.nonexistent=1", "nonexistent"),
-    ("--config.rhm.m=abc", "config.rhm.m"),
     ("--config.rhm.s=1", "config.rhm.s"),
     ("--config.rhm.L=0", "config.rhm.L"),
     ("--config.seed=-1", "config.seed"),
@@ -91,11 +90,54 @@ def test_online_config_trains_on_fresh_samples(tmp_path):
     ("--config.task=rhm --config.data.val_size=0", "config.data.val_size"),
     ("--config.task=rhm --config.data.val_size=16 --config.train.batch_size=2000 --config.data.train_size=1000",
      "config.train.batch_size"),
+    ("--config.train.lr_schedule=step", "config.train.lr_schedule", "configs/md4_owt_tiny.py"),
+    ("--config.train.ema_decay=1.5", "config.train.ema_decay", "configs/md4_owt_tiny.py"),
+    ("--config.train.num_steps=0", "config.train.num_steps", "configs/md4_owt_tiny.py"),
+    ("--config.model.positions=alibi", "config.model.positions", "configs/md4_owt_tiny.py"),
+    ("--config.model.head_dim=7", "config.model.head_dim", "configs/md4_owt_tiny.py"),
+    ("--config.diffusion.schedule=geometric", "config.diffusion.schedule", "configs/md4_owt_tiny.py"),
+    ("--config.eval.top_p=1.5", "config.eval.top_p", "configs/md4_owt_tiny.py"),
+    ("--config.data.path=", "config.data.path", "configs/md4_owt_tiny.py"),
+    ("--config.analysis.distances=()", "config.analysis.distances", "configs/text_analysis.py"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_names_the_field(case):
+    """The command line's validation, in process (parsing: the subprocess test below): the
+    config with the overrides applied fails with a ConfigError that names the field."""
+    from rhmdiff.config_base import sibling_config
+    from rhmdiff.config_check import ConfigError, validate
+    from rhmdiff.main import TASKS
+
+    override, field, path = (*case, "configs/rhm_oracle.py")[:3]
+    name = os.path.basename(path)[:-3]
+    config = sibling_config(os.path.join(ROOT, path), name).get_config()
+    validate(config, TASKS)  # the config file itself is fine
+    for arg in override.split():
+        keys, value = arg[len("--config."):].split("=", 1)
+        *parents, leaf = keys.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+        node[leaf] = float(value) if isinstance(node[leaf], float) and isinstance(value, int) else value
+    with pytest.raises(ConfigError, match="^" + field.replace(".", r"\.") + ":"):
+        validate(config, TASKS)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("--config.rhm.m=9", "config.rhm.m"),  # a bad value
+    ("--config.rhm.nonexistent=1", "nonexistent"),  # an unknown key
+    ("--config.rhm.m=abc", "config.rhm.m"),  # a wrong type
 ])
 def test_bad_config_is_one_line_error(tmp_path, override, field):
     workdir = tmp_path / "bad"
     proc = run_main(workdir, *override.split())
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr, proc.stderr
     assert not workdir.exists()

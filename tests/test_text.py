@@ -55,16 +55,17 @@ def test_transformer_owt_size_and_param_count_formula():
 def test_transformer_starts_uniform_is_bidirectional_and_conditions_on_time():
     m = _tiny_model()
     x = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, 51)
-    params = m.init(jax.random.PRNGKey(0), x, jnp.zeros((2,)))
-    out = m.apply(params, x, jnp.array([0.3, 0.7]))
+    params = jax.jit(m.init)(jax.random.PRNGKey(0), x, jnp.zeros((2,)))
+    apply = jax.jit(m.apply)
+    out = apply(params, x, jnp.array([0.3, 0.7]))
     assert out.shape == (2, 12, 50)
     np.testing.assert_array_equal(out, 0.0)  # adaLN-zero + zero read-out: uniform predictions at init
     # perturb all parameters: then a later token changes earlier logits (no causal mask) and t matters
     params = jax.tree_util.tree_map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
-    base = m.apply(params, x, jnp.array([0.3, 0.7]))
-    changed = m.apply(params, x.at[:, -1].set((x[:, -1] + 1) % 50), jnp.array([0.3, 0.7]))
+    base = apply(params, x, jnp.array([0.3, 0.7]))
+    changed = apply(params, x.at[:, -1].set((x[:, -1] + 1) % 50), jnp.array([0.3, 0.7]))
     assert np.abs(np.asarray(changed - base)[:, 0]).max() > 1e-4
-    other_t = m.apply(params, x, jnp.array([0.9, 0.1]))
+    other_t = apply(params, x, jnp.array([0.9, 0.1]))
     assert np.abs(np.asarray(other_t - base)).max() > 1e-4
     learned = _tiny_model(positions="learned", max_len=12)
     assert learned.apply(learned.init(jax.random.PRNGKey(0), x, jnp.zeros((2,))), x, jnp.zeros((2,))).shape == out.shape

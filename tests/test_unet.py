@@ -60,14 +60,15 @@ def _update_sizes(width):
     model = unet.UNet(v=8, s=2, L=2, width=width, T=100)
     x = jax.random.randint(jax.random.PRNGKey(0), (32, 4), 0, 8)
     t = jax.random.randint(jax.random.PRNGKey(1), (32,), 0, 100)
-    params = model.init(jax.random.PRNGKey(2), x, t)
+    params = jax.jit(model.init)(jax.random.PRNGKey(2), x, t)
 
     def loss(p):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x, t), x).mean()
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     new = jax.tree.map(lambda p, g: p - 0.1 * unet.mup_lr_scale(width) * g, params, grads)
-    (l0, a0), (l1, a1) = [model.apply(p, x, t, return_preactivations=True) for p in (params, new)]
+    apply = jax.jit(lambda p: model.apply(p, x, t, return_preactivations=True))
+    (l0, a0), (l1, a1) = [apply(p) for p in (params, new)]
     sizes = {k: float(jnp.sqrt(jnp.mean((a1[k] - a0[k]) ** 2))) for k in a0}
     sizes["logits"] = float(jnp.sqrt(jnp.mean((l1 - l0) ** 2)))
     sizes["logits_init"] = float(jnp.sqrt(jnp.mean(l0**2)))

@@ -1,0 +1,102 @@
+"""Speed of one MD4 training step at the OpenWebText size, printed as JSON.
+
+    python benchmarks/bench_md4.py [--layers 12] [--batch 1] [--seq_len 1024] [--repeats 3]
+
+The trainer's own pmapped step (forward, backward, pmean, AdamW with the cosine schedule,
+EMA update) of ``configs/md4_owt.py``'s transformer (12 layers, D = 768, V = 50257) on one
+device, median over ``--repeats`` after a warm-up: milliseconds per step, training tokens per
+second and the parameter count. In the same run: one forward pass (the step's cost in
+forward passes; ~3 is the theory), the step's FLOPs (6 x non-embedding parameters x tokens
++ attention + the read-out, from the shapes) and the GFLOP/s of a plain 2048^3 float32 matmul
+(the machine's practical peak). ``speedup_vs_md4`` compares with MD4's own train step on this
+2-core CPU class (FINDINGS.md: ~13.6 s = 75 tokens/s at batch 1 x 1024). ``--dtype``
+float32 (CPU default) or bfloat16 (accelerators).
+"""
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rhmdiff import md4_task, train
+from rhmdiff.config_base import md4_config
+from rhmdiff.models.transformer import glu_hidden, num_params
+
+MD4_TOKENS_PER_S = {(12, 1, 1024): 75.0}
+
+
+def _median_seconds(fn, repeats):
+    jax.block_until_ready(fn())
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        runs.append(time.perf_counter() - t0)
+    return float(np.median(runs))
+
+
+def step_flops(c, vocab: int, tokens: int, seq_len: int) -> float:
+    """Training FLOPs of one step (x3 of the forward's multiply-adds x2)."""
+    d = c.model.num_heads * c.model.head_dim
+    per_layer = 4 * d * d + 3 * d * glu_hidden(d, c.model.mlp_multiple_of)  # qkv, out, GLU
+    attention = 2 * seq_len * d  # scores + weighted values, per token per layer
+    forward = 2 * tokens * (c.model.num_layers * (per_layer + attention) + d * vocab)
+    return 3.0 * forward
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq_len", type=int, default=1024)
+    parser.add_argument("--vocab", type=int, default=50257)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    c = md4_config()
+    c.model.update(num_layers=args.layers, dtype=args.dtype)
+    c.data.seq_len = args.seq_len
+    c.train.update(batch_size=args.batch, num_steps=10**6)
+    model, schedule = md4_task.model_from_config(c, args.vocab), md4_task.schedule_from_config(c)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, args.seq_len), jnp.int32), jnp.zeros((1,)))
+    tx = train.optimizer_from_config(c.train)
+    devices = jax.local_devices()[:1]
+    chunk = train._make_chunk_fn(md4_task.md4_loss_fn(model, schedule, args.vocab), tx, jax.random.PRNGKey(0),
+                                 args.batch, devices, ema_decay=c.train.ema_decay)
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                             ema_params=jax.tree_util.tree_map(jnp.zeros_like, params))
+    box = [train._replicate(state, 1)]
+    x = np.random.default_rng(0).integers(0, args.vocab, (1, 1, args.batch, args.seq_len)).astype(np.int32)
+    firsts = np.zeros((1,), np.int32)
+    step_ids = np.zeros((1, 1), np.int32)
+
+    def run():
+        box[0], metrics = chunk(box[0], firsts, step_ids, x)
+        return metrics
+
+    step_s = _median_seconds(run, args.repeats)
+    forward = jax.jit(model.apply)
+    xt, t = jnp.asarray(x[0, 0]), jnp.full((args.batch,), 0.5)
+    forward_s = _median_seconds(lambda: forward(params, xt, t), args.repeats)
+    a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048), jnp.float32)
+    mm = jax.jit(lambda a: a @ a)
+    peak = 2 * 2048**3 / _median_seconds(lambda: mm(a), args.repeats) / 1e9
+    tokens = args.batch * args.seq_len
+    flops = step_flops(c, args.vocab, tokens, args.seq_len)
+    reference = MD4_TOKENS_PER_S.get((args.layers, args.batch, args.seq_len))
+    out = {
+        "device": str(jax.devices()[0].device_kind), "layers": args.layers, "batch": args.batch,
+        "seq_len": args.seq_len, "dtype": args.dtype, "num_params": num_params(params),
+        "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens / step_s, "forward_ms": 1e3 * forward_s,
+        "step_in_forward_passes": step_s / forward_s, "gflops_per_s": flops / step_s / 1e9,
+        "matmul_peak_gflops_per_s": peak, "fraction_of_peak": flops / step_s / 1e9 / peak,
+        "speedup_vs_md4": (tokens / step_s) / reference if reference else None,
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
