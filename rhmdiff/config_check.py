@@ -110,6 +110,8 @@ def _validate_grammar_sweep(config, task) -> None:
     _check_m_values(config, _int(config, "sweep.v", 1), _int(config, "sweep.s", 2), 2)
     if task == "clustering_sweep":
         _int_list(config, "sweep.L_values", 2)
+        if not isinstance(config.sweep.get("hierarchical", False), bool):
+            raise ConfigError("sweep.hierarchical", f"must be True or False, got {config.sweep.hierarchical!r}")
         _real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
     else:
         _int(config, "sweep.L", 2)

@@ -207,3 +207,27 @@ def test_token_tuple_correlation_magnitude_matches_eq5():
     for m in (2, 4):
         assert exact[m] == pytest.approx(formula[m], rel=0.15)
     assert exact[2] / exact[4] == pytest.approx(formula[2] / formula[4], rel=0.1)
+
+
+def test_possible_symbols_match_the_enumerated_language():
+    g = rhm.make_grammar(jax.random.PRNGKey(2), 4, 2, 2, 3)
+    x, _ = rhm.sample_distinct(jax.random.PRNGKey(0), g, rhm.num_sequences(g))
+    latents = rhm.decode(g, x)
+    for level in (1, 2):
+        for p in range(2 ** (3 - level)):
+            seen = np.unique(np.asarray(latents[level - 1])[:, p])
+            np.testing.assert_array_equal(clustering.possible_symbols(g, level, p), seen)
+    np.testing.assert_array_equal(clustering.possible_symbols(g, 2, 1), clustering.possible_parents(g, 2))
+
+
+@pytest.mark.parametrize("context", ["token", "tuple"])
+def test_hierarchical_clustering_exact_on_the_language_and_needs_more_data(context):
+    """Deep version (latents estimated level by level from visible data): exact on the whole
+    language; on samples it needs more data than clustering with the true latents below."""
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 2, 2, 3)
+    x, _ = rhm.sample_distinct(jax.random.PRNGKey(0), g, rhm.num_sequences(g))
+    assert clustering.hierarchical_clustering_accuracy(jax.random.PRNGKey(1), np.asarray(x), g, context) == 1.0
+    x, _ = rhm.sample(jax.random.PRNGKey(2), g, 1000)
+    x = np.asarray(x)
+    deep = clustering.hierarchical_clustering_accuracy(jax.random.PRNGKey(1), x, g, context)
+    assert deep < 0.8 < clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), x, g, 2, context)

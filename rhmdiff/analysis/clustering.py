@@ -16,6 +16,7 @@ The sample complexity is P_{level+1} = v m^{level+2} / (1 - m/v^{s-1}) (Eq. 6).
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 from sklearn.cluster import KMeans
 
@@ -115,3 +116,63 @@ def score_synonym_clusters(key, values, vectors, g: rhm.Grammar, level: int, num
     seed = int(numpy_rng(key).integers(2**31))
     labels = KMeans(n_clusters=len(np.unique(parents)), n_init=10, random_state=seed).fit_predict(vectors)
     return float(cluster_purity(labels, parents) * len(values) / num_possible)
+
+
+def possible_symbols(g: rhm.Grammar, level: int, position: int) -> np.ndarray:
+    """The symbols that can occur as the level-``level`` latent at ``position``."""
+    rules = np.asarray(g.rules)
+    syms, pos = np.arange(g.v), position
+    path = []
+    for _ in range(level, g.L):
+        path.append(pos % g.s)
+        pos //= g.s
+    for l, child in zip(range(g.L, level, -1), reversed(path)):
+        syms = np.unique(rules[l - 1][syms][:, :, child])
+    return syms
+
+
+def _cluster_tuples(key, tuples, context, v: int, k: int) -> np.ndarray:
+    """k-means (k clusters) of the s-tuples ``tuples [N, s]`` (-1 = unknown symbol) by mean
+    context; the cluster of each row, -1 where the tuple holds an unknown symbol."""
+    ok = (tuples >= 0).all(1)
+    rows = np.full(len(tuples), -1)
+    if not ok.any():
+        return rows
+    codes = tuple_codes(tuples[ok], v)
+    values, vectors = mean_contexts(codes, context[ok], v)
+    seed = int(numpy_rng(key).integers(2**31))
+    labels = KMeans(n_clusters=min(k, len(values)), n_init=10, random_state=seed).fit_predict(vectors)
+    rows[ok] = labels[np.searchsorted(values, codes)]
+    return rows
+
+
+def hierarchical_clustering_accuracy(key, tokens, g: rhm.Grammar, context: str) -> float:
+    """The clustering algorithm from visible data only, level by level (Fig. 7, deep
+    version). The target is the second level-(L-1) latent; the latents below it are
+    estimated bottom-up: at level l = 1 .. L-1, every needed level-l latent is the k-means
+    cluster of the s-tuple of *estimated* level-(l-1) symbols below it, clustered by mean
+    context (first token or first s-tuple) with as many clusters as symbols can occur there
+    (cluster ids stand in for the symbols one level up). Tuples far from the context
+    correlate weakly with it (lowest common ancestor up to the root), so the deep version
+    needs more data than :func:`synonym_clustering_accuracy` with true latents. Score: the
+    fraction of sequences whose top cluster's majority true level-(L-1) symbol (from
+    :func:`rhmdiff.rhm.decode`) is their own. ``key`` seeds k-means."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    if g.L < 2:
+        raise ValueError(f"the grammar needs L >= 2 levels, got {g.L}")
+    x = np.asarray(tokens)
+    ctx = x[:, :1] if context == "token" else x[:, :g.s]
+    needed = {g.L - 1: [1]}
+    for level in range(g.L - 2, 0, -1):
+        needed[level] = [g.s * p + r for p in needed[level + 1] for r in range(g.s)]
+    estimate = x
+    for level in range(1, g.L):
+        below, estimate = estimate, np.full((len(x), g.s ** (g.L - level)), -1)
+        for p in needed[level]:
+            estimate[:, p] = _cluster_tuples(jax.random.fold_in(key, level * 10**6 + p), below[:, p * g.s:(p + 1) * g.s],
+                                             ctx, g.v, len(possible_symbols(g, level, p)))
+    top = estimate[:, 1]
+    truth = np.asarray(rhm.decode(g, x)[g.L - 2])[:, 1]
+    ok = top >= 0
+    return float(cluster_purity(top[ok], truth[ok]) * ok.mean()) if ok.any() else 0.0

@@ -5,8 +5,12 @@ For every L in ``sweep.L_values``, m in ``sweep.m_values`` and grammar seed, the
 :func:`rhmdiff.analysis.clustering.synonym_clustering_accuracy` runs on P i.i.d. sequences for a
 log-spaced grid of P, for the top tuple level (``level = L - 1``: tuples of level-(L-2)
 symbols whose context token has its lowest common ancestor at the root), with both
-contexts. P* is where the seed-averaged score crosses ``sweep.threshold`` (interpolated in
-log P); the fitted exponent of P* vs m is compared with the theory's L + 1 (Eq. 6).
+contexts. With ``sweep.hierarchical`` and L >= 3, also the deep version that estimates every
+latent below the target from visible data only
+(:func:`rhmdiff.analysis.clustering.hierarchical_clustering_accuracy`, contexts
+"token-deep" / "tuple-deep", Fig. 7). P* is where the seed-averaged score crosses
+``sweep.threshold`` (interpolated in log P); the fitted exponent of P* vs m is compared with
+the theory's L + 1 (Eq. 6).
 Writes ``clustering_sweep.json`` and ``clustering_sweep.png``.
 """
 from __future__ import annotations
@@ -24,6 +28,12 @@ from rhmdiff.analysis import clustering, figures
 from rhmdiff.analysis.sample_complexity import fit_power_law, log_grid, p_star
 
 
+def variants(sw, L: int) -> list[str]:
+    """The clustering variants run at depth L: both contexts, and their deep versions."""
+    deep = [f"{c}-deep" for c in clustering.CONTEXTS] if sw.get("hierarchical", False) and L >= 3 else []
+    return list(clustering.CONTEXTS) + deep
+
+
 def run(config, workdir: str) -> dict:
     sw = config.sweep
     os.makedirs(workdir, exist_ok=True)
@@ -35,12 +45,15 @@ def run(config, workdir: str) -> dict:
         g = rhm.make_grammar(jax.random.PRNGKey(seed), sw.v, m, sw.s, L)
         x, _ = rhm.sample(jax.random.fold_in(key, seed), g, int(grid[-1]))
         x = np.asarray(x)
-        for context in clustering.CONTEXTS:
-            acc = [clustering.synonym_clustering_accuracy(jax.random.fold_in(key, int(P)), x[:P], g, L - 1, context)
-                   for P in grid]
+        for context in variants(sw, L):
+            if context.endswith("-deep"):
+                score = lambda k, xs: clustering.hierarchical_clustering_accuracy(k, xs, g, context[:-len("-deep")])
+            else:
+                score = lambda k, xs: clustering.synonym_clustering_accuracy(k, xs, g, L - 1, context)
+            acc = [score(jax.random.fold_in(key, int(P)), x[:P]) for P in grid]
             curves.append({"L": L, "m": m, "seed": seed, "context": context, "accuracy": acc})
     for L in sw.L_values:
-        for context in clustering.CONTEXTS:
+        for context in variants(sw, L):
             stars = []
             for m in sw.m_values:
                 mean = np.mean([c["accuracy"] for c in curves

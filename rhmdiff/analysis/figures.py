@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-CONTEXT_COLORS = {"token": "black", "tuple": "red"}
+CONTEXT_COLORS = {"token": "black", "tuple": "red", "token-deep": "gray", "tuple-deep": "orange"}
+CONTEXT_STYLES = {"token": "-", "tuple": "--", "token-deep": ":", "tuple-deep": "-."}
 
 
 def _save(fig, path: str) -> None:
@@ -41,13 +42,14 @@ def plot_clustering_sweep(results: dict, path: str) -> None:
         ms = sorted({c["m"] for c in results["curves"] if c["L"] == L})
         cmap = plt.get_cmap("viridis", len(ms))
         for i, m in enumerate(ms):
-            for context, style in (("token", "-"), ("tuple", "--")):
-                acc = np.mean([c["accuracy"] for c in results["curves"]
-                               if (c["L"], c["m"], c["context"]) == (L, m, context)], axis=0)
-                ax_curve.plot(P, acc, style, color=cmap(i), label=f"m={m}" if context == "token" else None)
+            for context, style in CONTEXT_STYLES.items():
+                rows = [c["accuracy"] for c in results["curves"] if (c["L"], c["m"], c["context"]) == (L, m, context)]
+                if rows:
+                    ax_curve.plot(P, np.mean(rows, axis=0), style, color=cmap(i),
+                                  label=f"m={m}" if context == "token" else None)
         ax_curve.axhline(results["threshold"], color="gray", lw=0.8)
         ax_curve.set(xscale="log", xlabel="P", ylabel="clustering score",
-                     title=f"L={L} (solid: first token, dashed: first tuple)")
+                     title=f"L={L} (-: first token, --: first tuple; deep: : and -.)")
         ax_curve.legend(fontsize=8)
         for row in results["summary"]:
             if row["L"] != L:
