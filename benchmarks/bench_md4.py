@@ -14,27 +14,17 @@ float32 (CPU default) or bfloat16 (accelerators).
 """
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench_unet import median_seconds  # noqa: E402 -- benchmarks/ is on the path when run as a script
 from rhmdiff import md4_task, train
 from rhmdiff.config_base import md4_config
 from rhmdiff.models.transformer import glu_hidden, num_params
 
 MD4_TOKENS_PER_S = {(12, 1, 1024): 75.0}
-
-
-def _median_seconds(fn, repeats):
-    jax.block_until_ready(fn())
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - t0)
-    return float(np.median(runs))
 
 
 def step_flops(c, vocab: int, tokens: int, seq_len: int) -> float:
@@ -77,13 +67,13 @@ def main():
         box[0], metrics = chunk(box[0], firsts, step_ids, x)
         return metrics
 
-    step_s = _median_seconds(run, args.repeats)
+    step_s = median_seconds(run, args.repeats)
     forward = jax.jit(model.apply)
     xt, t = jnp.asarray(x[0, 0]), jnp.full((args.batch,), 0.5)
-    forward_s = _median_seconds(lambda: forward(params, xt, t), args.repeats)
+    forward_s = median_seconds(lambda: forward(params, xt, t), args.repeats)
     a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048), jnp.float32)
     mm = jax.jit(lambda a: a @ a)
-    peak = 2 * 2048**3 / _median_seconds(lambda: mm(a), args.repeats) / 1e9
+    peak = 2 * 2048**3 / median_seconds(lambda: mm(a), args.repeats) / 1e9
     tokens = args.batch * args.seq_len
     flops = step_flops(c, args.vocab, tokens, args.seq_len)
     reference = MD4_TOKENS_PER_S.get((args.layers, args.batch, args.seq_len))

@@ -38,7 +38,7 @@ def unet_forward_flops(v: int, s: int, L: int, C: int, time_dim: int = 32) -> in
     return flops
 
 
-def _median_seconds(fn, repeats):
+def median_seconds(fn, repeats):
     jax.block_until_ready(fn())
     runs = []
     for _ in range(repeats):
@@ -66,14 +66,14 @@ def step_ms(width: int, optimizer: str, steps: int, repeats: int) -> float:
         box[0], metrics = chunk(box[0], np.zeros((1,), np.int32), step_ids, x)
         return metrics
 
-    return 1e3 * _median_seconds(run, repeats) / steps
+    return 1e3 * median_seconds(run, repeats) / steps
 
 
 def matmul_gflops(n: int, repeats: int) -> float:
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
-    return 2 * n**3 / _median_seconds(lambda: f(a, b), repeats) / 1e9
+    return 2 * n**3 / median_seconds(lambda: f(a, b), repeats) / 1e9
 
 
 def main():

@@ -14,9 +14,9 @@ from rhmdiff.config_base import md4_config
 def get_config():
     c = md4_config()
     c.seed = 0
-    c.data.update(path="data/demo/corpus", tokenizer_path="data/demo/demo.tiktoken", val_fraction=0.05, seq_len=128)
+    c.data.update(path="data/demo/corpus", tokenizer_path="data/demo/demo.tiktoken", val_fraction=0.15, seq_len=128)
     c.model.update(num_layers=2, num_heads=4, head_dim=32, cond_dim=64, mlp_multiple_of=32, dtype="float32")
     c.train.update(lr=2e-3, warmup_steps=100, ema_decay=0.99, batch_size=16, num_steps=1500, eval_every=250,
-                   steps_per_call=50, keep_tokens=(2e4, 6e4, 2e5))
+                   steps_per_call=50, keep_tokens=(1e5, 3e5, 1e6, 3e6))  # steps 49, 146, 488, 1465
     c.eval.update(val_sequences=64, batch_size=32, num_samples=32, sample_steps=128)
     return c

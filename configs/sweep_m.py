@@ -11,11 +11,22 @@ A_L ~ 1 at every P, hence s = 3 (v m^4 sequences) and the copy-free metric.
 ``cpu``: v = 32, s = 3, m in {2, 3, 4}, width 256, P from 32 to 4096 (points beyond the
 grammar's size are skipped), 20k steps at most, 256 generated sequences (~20 minutes on
 2 CPU cores). ``paper``: m up to 8, 3 seeds, larger P.
+``cpu_L3``: the L = 3 grammar of ``rhm_L3.py:cpu`` (v = 8, s = 2), m in {2, 3, 4}, P from 64
+to 8192, metric A_L of all generated sequences; there v m^7 sequences >> P_3 = v m^4 / (1 - m/v)
+(except at m = 2), so a P* exists at CPU scale (~1 hour on 2 CPU cores).
 """
 from rhmdiff.config_base import sibling_config
 
 
 def get_config(preset: str = "cpu"):
+    if preset == "cpu_L3":
+        c = sibling_config(__file__, "sweep_P").get_config("cpu")
+        c.sweep.update(m_values=(2, 3, 4), metric="accuracy")
+        c.sweep.train_sizes = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
+        c.data.update(val_size=128, test_size=0)
+        c.train.update(num_steps=20_000, eval_every=1000, patience=5)
+        c.eval.num_generated = 256
+        return c
     c = sibling_config(__file__, "sweep_P").get_config(preset)
     c.rhm.update(v=32, m=2, s=3, L=2)
     c.data.update(train_size=64, val_size=64, test_size=64)

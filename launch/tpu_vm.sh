@@ -41,7 +41,7 @@ fi
 archive="${TMPDIR:-/tmp}/rhmdiff-$$.tar.gz"
 run git archive --format=tar.gz -o "$archive" HEAD
 run "${gcloud_tpu[@]}" scp "$archive" "$tpu":rhmdiff.tar.gz --worker=all
-run "${gcloud_tpu[@]}" ssh "$tpu" --worker=all --command="mkdir -p rhmdiff && tar -xzf rhmdiff.tar.gz -C rhmdiff && cd rhmdiff && pip install -e '.[tpu]'"
+run "${gcloud_tpu[@]}" ssh "$tpu" --worker=all --command="mkdir -p rhmdiff && tar -xzf rhmdiff.tar.gz -C rhmdiff && cd rhmdiff && pip install -e '.[tpu,text]'"
 main_cmd=(python -m rhmdiff.main "--config=$config" "--workdir=$workdir" --config.distributed=True "${overrides[@]}")
 run "${gcloud_tpu[@]}" ssh "$tpu" --worker=all --command="cd rhmdiff && $(printf '%q ' "${main_cmd[@]}")"
 if [[ $delete == 1 ]]; then

@@ -24,6 +24,11 @@ def expand_right(a, ndim: int):
     return a.reshape(a.shape + (1,) * (ndim - a.ndim))
 
 
+def num_params(params) -> int:
+    """Number of scalar parameters of a parameter tree."""
+    return int(sum(np.prod(np.shape(p)) for p in jax.tree_util.tree_leaves(params)))
+
+
 def as_argument(fn):
     """``fn`` as a pytree that jitted code takes as an *argument*: a ``jax.tree_util.Partial``
     keeps its bound arrays (e.g. network parameters) as traced inputs instead of baking

@@ -14,7 +14,7 @@ from absl import logging
 from jax.tree_util import Partial
 
 from rhmdiff import rhm, train
-from rhmdiff._util import write_json
+from rhmdiff._util import num_params, write_json
 from rhmdiff.data import rhm_data
 from rhmdiff.data.rhm_data import make_splits
 from rhmdiff.diffusion import d3pm
@@ -182,15 +182,12 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
     setup = rhm_setup(config)
     g, schedule, model, splits, train_x = (setup[k] for k in ("g", "schedule", "model", "splits", "train_x"))
     k_gen, k_vb, k_rand = (setup["keys"][k] for k in ("generate", "vb", "random"))
-    num_params = sum(x.size for x in jax.tree_util.tree_leaves(setup["fit_kwargs"]["params"]))
-    logging.info("U-Net width %d: %d parameters", config.model.width, num_params)
-    t0 = time.perf_counter()
-    fitted = train.fit(config, workdir, stop_at=stop_at, **setup["fit_kwargs"])
-    if fitted["preempted"]:
-        raise train.Preempted(f"preempted at step {fitted['steps']}; checkpoint saved in {workdir}")
-    if not fitted["done"]:
+    n_params = num_params(setup["fit_kwargs"]["params"])
+    logging.info("U-Net width %d: %d parameters", config.model.width, n_params)
+    fitted = train.fit_until_done(config, workdir, stop_at, **setup["fit_kwargs"])
+    if fitted is None:
         return None
-    seconds = {"training": time.perf_counter() - t0}
+    seconds = {"training": fitted["seconds"]}
 
     t0 = time.perf_counter()
     x = generate(k_gen, model, fitted["params"], schedule, config.eval.num_generated, g.d, g.v,
@@ -234,7 +231,7 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
         "val_loss_units": "variational bound, bits per token",
         **vb,
         "entropy_bits_per_token": math.log2(rhm.num_sequences(g)) / g.d,
-        "num_params": int(num_params),
+        "num_params": n_params,
         "seconds": seconds,
         "config": config.to_dict(),
     }

@@ -162,13 +162,10 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict | None:
                  "%d steps of %d tokens", n_params, n_params / 1e6, setup["vocab_size"],
                  setup["data"].num_sequences["train"], config.data.seq_len, config.train.num_steps,
                  setup["tokens_per_step"])
-    t0 = time.perf_counter()
-    fitted = train.fit(config, workdir, stop_at=stop_at, **setup["fit_kwargs"])
-    if fitted["preempted"]:
-        raise train.Preempted(f"preempted at step {fitted['steps']}; checkpoint saved in {workdir}")
-    if not fitted["done"]:
+    fitted = train.fit_until_done(config, workdir, stop_at, **setup["fit_kwargs"])
+    if fitted is None:
         return None
-    seconds = {"training": time.perf_counter() - t0}
+    seconds = {"training": fitted["seconds"]}
     t0 = time.perf_counter()
     top_p = config.eval.top_p or None
     x = generate(setup["keys"]["generate"], setup["model"], fitted["params"], setup["schedule"],

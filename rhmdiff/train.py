@@ -288,6 +288,18 @@ class MetricWriter:
             self.tb.close()
 
 
+def fit_until_done(config, workdir: str, stop_at: int | None = None, **fit_kwargs) -> dict | None:
+    """:func:`fit` for a task: raises :class:`Preempted` after a preemption, returns None when
+    ``stop_at`` ended training early, else fit's output with ``"seconds"`` of training."""
+    t0 = time.perf_counter()
+    fitted = fit(config, workdir, stop_at=stop_at, **fit_kwargs)
+    if fitted["preempted"]:
+        raise Preempted(f"preempted at step {fitted['steps']}; checkpoint saved in {workdir}")
+    if not fitted["done"]:
+        return None
+    return dict(fitted, seconds=time.perf_counter() - t0)
+
+
 def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, validate: Callable,
         lr_scale: float = 1.0, stop_at: int | None = None, devices=None) -> dict:
     """Train (or resume) with ``config.train`` = {optimizer, lr, momentum, batch_size,

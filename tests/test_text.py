@@ -1,5 +1,4 @@
 """MD4 on text: transformer, tokenizer and corpus pipeline, the md4 task, text analyses."""
-import base64
 import json
 import math
 import os

@@ -29,12 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rhmdiff._util import num_params  # noqa: F401 -- re-exported: the parameter count of a model
+
 POSITIONS = ("rope", "learned")
-
-
-def num_params(params) -> int:
-    """Number of scalar parameters of a parameter tree."""
-    return int(sum(np.prod(np.shape(p)) for p in jax.tree_util.tree_leaves(params)))
 
 
 def glu_hidden(d_model: int, multiple_of: int) -> int:
