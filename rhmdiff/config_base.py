@@ -70,3 +70,25 @@ def md4_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(dict(
         val_sequences=1024, batch_size=64, num_samples=1024, sample_steps=1000, top_p=0.0))  # top_p 0: off
     return c
+
+
+def ddpm_config() -> ml_collections.ConfigDict:
+    """Improved DDPM on ImageNet 64x64 with the paper's settings (App. C)."""
+    c = base_config()
+    c.task = "ddpm"
+    c.seed = 0
+    # .npz batches of downsampled ImageNet (or image folders); cache_dir "" = workdir/images
+    c.data = ml_collections.ConfigDict(dict(
+        path="data/imagenet64/train", val_path="data/imagenet64/val", cache_dir="", image_size=64, epochs=10))
+    c.model = ml_collections.ConfigDict(dict(
+        channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=3, attention_resolutions=(16, 8), num_heads=4,
+        dropout=0.0))
+    c.diffusion = ml_collections.ConfigDict(dict(T=4000, lam=0.001))
+    c.train = ml_collections.ConfigDict(dict(
+        optimizer="adam", lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, ema_decay=0.9999,
+        momentum=0.0, batch_size=128, num_steps=-1,  # -1: data.epochs epochs
+        eval_every=10_000, patience=10**9, steps_per_call=1,  # no lax.scan: see train
+        max_nonfinite=100, check_replicas=False,
+        keep_steps=tuple(sorted({round(10 ** (k / 4)) for k in range(8, 21)}))))  # 10^2 .. 10^5, log-spaced
+    c.eval = ml_collections.ConfigDict(dict(val_images=1024, batch_size=128, num_samples=64, sample_steps=250))
+    return c

@@ -51,6 +51,30 @@ def validate(config, tasks) -> None:
         _validate_optimizer(config)
         _validate_md4(config)
         return
+    if task == "ddpm":
+        _validate_optimizer(config)
+        if _get(config, "train.num_steps") != -1:
+            _int(config, "train.num_steps", 1)
+        _int_list(config, "train.keep_steps", 1)
+        for field in ("path", "val_path"):
+            if not isinstance(_get(config, f"data.{field}"), str) or not _get(config, f"data.{field}"):
+                raise ConfigError(f"data.{field}", "must be a non-empty path")
+        _int(config, "data.epochs", 1)
+        levels = len(_get(config, "model.channel_mult"))
+        if _int(config, "data.image_size", 1) % 2 ** (levels - 1):
+            raise ConfigError("data.image_size", f"must be divisible by 2^{levels - 1} (model.channel_mult has "
+                              f"{levels} levels), got {config.data.image_size}")
+        for field in ("channels", "num_res_blocks", "num_heads"):
+            _int(config, f"model.{field}", 1)
+        _int_list(config, "model.channel_mult", 1)
+        _real(config, "model.dropout", 0.0, 1.0, low_open=False)
+        _int(config, "diffusion.T", 1)
+        _real(config, "diffusion.lam", 0.0, float("inf"), low_open=False)
+        for field in ("val_images", "batch_size", "num_samples", "sample_steps"):
+            _int(config, f"eval.{field}", 1)
+        if config.eval.sample_steps > config.diffusion.T:
+            raise ConfigError("eval.sample_steps", f"must be <= diffusion.T = {config.diffusion.T}")
+        return
     if task == "text_analysis":
         if not isinstance(_get(config, "analysis.run_dir"), str) or not config.analysis.run_dir:
             raise ConfigError("analysis.run_dir", "must be the workdir of an md4 run")

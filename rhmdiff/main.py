@@ -15,7 +15,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rhmdiff import evaluate, md4_task
+from rhmdiff import ddpm_task, evaluate, md4_task
 from rhmdiff._util import write_json
 from rhmdiff.train import Preempted
 from rhmdiff.analysis import clustering_sweep, correlation_task, onestep, sweeps
@@ -25,7 +25,7 @@ from rhmdiff.data import text
 
 TASKS = {"oracle": evaluate.run_oracle, "rhm": evaluate.run_rhm, "clustering_sweep": clustering_sweep.run,
          "sweep": sweeps.run, "onestep": onestep.run, "correlations": correlation_task.run, "md4": md4_task.run,
-         "text_analysis": text_analysis.run}
+         "text_analysis": text_analysis.run, "ddpm": ddpm_task.run}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")

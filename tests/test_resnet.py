@@ -2,7 +2,6 @@
 convolution in torch's convention), running batch-norm statistics."""
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

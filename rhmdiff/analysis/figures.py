@@ -161,7 +161,22 @@ def plot_perplexity(results: dict, path: str) -> None:
     _save(fig, path)
 
 
-PLOTTERS = {"correlations.json": plot_correlations, "text_correlations.json": plot_correlations,
+def plot_mmd(results: dict, path: str) -> None:
+    """Fig. 5b: MMD^2 between ResNet-18 features of generated and real images vs training
+    step, one line per depth (early layers converge first)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    steps = [row["step"] for row in results["stages"]]
+    cmap = plt.get_cmap("viridis", len(results["depths"]))
+    for i, depth in enumerate(results["depths"]):
+        values = np.maximum([row["mmd"][depth] for row in results["stages"]], 1e-8)  # unbiased: can dip below 0
+        ax.plot(steps, values, "o-", color=cmap(i), label=depth)
+    ax.set(xscale="log", yscale="log", xlabel="training step", ylabel="MMD^2 (generated vs real)",
+           title=f"ResNet-18 features ({'ImageNet' if results['resnet_weights'] else 'random'} weights)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+PLOTTERS = {"mmd.json": plot_mmd, "correlations.json": plot_correlations, "text_correlations.json": plot_correlations,
             "perplexity.json": plot_perplexity, "clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
 
 

@@ -32,6 +32,8 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
+from rhmdiff.data.epochs import EpochOrder
+
 EOT = "<|endoftext|>"
 # GPT-2's pre-tokenization regex (tiktoken's "gpt2" encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -165,7 +167,7 @@ class TokenData:
         self.num_sequences = {s: len(t) // seq_len for s, t in self.tokens.items()}
         if self.num_sequences["train"] == 0:
             raise DataError(f"data.seq_len = {seq_len} exceeds the {len(self.tokens['train'])} training tokens")
-        self._perms = {}
+        self._order = None
 
     @property
     def vocab_size(self) -> int:
@@ -178,25 +180,16 @@ class TokenData:
         offsets = index[:, None] * self.seq_len + np.arange(self.seq_len)
         return np.asarray(self.tokens[split][offsets.ravel()], np.int32).reshape(offsets.shape)
 
-    def _permutation(self, seed: int, epoch: int) -> np.ndarray:
-        if (seed, epoch) not in self._perms:
-            self._perms = {(seed, epoch): np.random.default_rng([seed, epoch]).permutation(
-                self.num_sequences["train"])}
-        return self._perms[(seed, epoch)]
-
     def batches(self, seed: int, batch_size: int, start: int, num: int, rows=slice(None)) -> np.ndarray:
         """Rows ``rows`` of the training batches of steps ``start..start+num-1``:
-        ``int32[num, rows, seq_len]``; the last incomplete batch of an epoch is dropped."""
-        per_epoch = self.num_sequences["train"] // batch_size
-        if per_epoch == 0:
+        ``int32[num, rows, seq_len]`` (:class:`rhmdiff.data.epochs.EpochOrder` with ``seed``)."""
+        if batch_size > self.num_sequences["train"]:
             raise DataError(f"train.batch_size = {batch_size} exceeds the {self.num_sequences['train']} "
-                             f"training sequences")
-        out = []
-        for step in range(start, start + num):
-            epoch, i = divmod(step, per_epoch)
-            index = self._permutation(seed, epoch)[i * batch_size:(i + 1) * batch_size][rows]
-            out.append(self.sequences("train", index))
-        return np.stack(out)
+                            f"training sequences")
+        if self._order is None or self._order.seed != seed:
+            self._order = EpochOrder(self.num_sequences["train"], seed)
+        return np.stack([self.sequences("train", self._order.indices(batch_size, step, rows))
+                         for step in range(start, start + num)])
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.num_sequences["train"] // batch_size

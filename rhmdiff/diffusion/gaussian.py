@@ -162,13 +162,23 @@ def vb_term(schedule: GaussianSchedule, x0, x_t, t, mean, log_var):
     return jnp.where(t == 0, nll, kl)
 
 
+def noise(key, schedule: GaussianSchedule, shape):
+    """A uniform step t and standard normal noise of ``shape`` for one example."""
+    k_t, k_noise = jax.random.split(key)
+    return jax.random.randint(k_t, (), 0, schedule.T), jax.random.normal(k_noise, shape)
+
+
 def hybrid_loss(key, model_fn, schedule: GaussianSchedule, x0, lam: float = 0.001):
-    """Improved DDPM's hybrid objective on a batch ``x0 [B, ...]`` in [-1, 1]; t uniform.
+    """Improved DDPM's hybrid objective on a batch ``x0 [B, ...]`` in [-1, 1], t uniform
+    (one draw per example from ``key``); see :func:`hybrid_terms`."""
+    t, eps = jax.vmap(lambda k: noise(k, schedule, x0.shape[1:]))(jax.random.split(key, x0.shape[0]))
+    return hybrid_terms(model_fn, schedule, x0, t, eps, lam)
+
+
+def hybrid_terms(model_fn, schedule: GaussianSchedule, x0, t, noise, lam: float = 0.001):
+    """The hybrid objective at given steps ``t [B]`` and ``noise``, with
     ``model_fn(x_t, t) -> (eps, v)``. Returns ``(objective, metrics)`` with the batch means
     of ``mse``, ``vb`` (bits/dim) and ``loss = mse + lam T vb``."""
-    k_t, k_noise = jax.random.split(key)
-    t = jax.random.randint(k_t, (x0.shape[0],), 0, schedule.T)
-    noise = jax.random.normal(k_noise, x0.shape)
     x_t = q_sample(schedule, x0, t, noise)
     eps, v = model_fn(x_t, schedule.timesteps[t])
     axes = tuple(range(1, x0.ndim))
