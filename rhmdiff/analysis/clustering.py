@@ -154,9 +154,11 @@ def hierarchical_clustering_accuracy(key, tokens, g: rhm.Grammar, context: str) 
     context (first token or first s-tuple) with as many clusters as symbols can occur there
     (cluster ids stand in for the symbols one level up). Tuples far from the context
     correlate weakly with it (lowest common ancestor up to the root), so the deep version
-    needs more data than :func:`synonym_clustering_accuracy` with true latents. Score: the
-    fraction of sequences whose top cluster's majority true level-(L-1) symbol (from
-    :func:`rhmdiff.rhm.decode`) is their own. ``key`` seeds k-means."""
+    needs more data than :func:`synonym_clustering_accuracy` with true latents. Score, as
+    there: each distinct true tuple below the target (from :func:`rhmdiff.rhm.decode`) gets
+    the cluster most of its sequences landed in; the number of tuples whose cluster's
+    majority parent is their own parent, divided by the number of tuples that can occur
+    there (unseen ones count as failures). ``key`` seeds k-means."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if g.L < 2:
@@ -172,7 +174,17 @@ def hierarchical_clustering_accuracy(key, tokens, g: rhm.Grammar, context: str) 
         for p in needed[level]:
             estimate[:, p] = _cluster_tuples(jax.random.fold_in(key, level * 10**6 + p), below[:, p * g.s:(p + 1) * g.s],
                                              ctx, g.v, len(possible_symbols(g, level, p)))
-    top = estimate[:, 1]
-    truth = np.asarray(rhm.decode(g, x)[g.L - 2])[:, 1]
-    ok = top >= 0
-    return float(cluster_purity(top[ok], truth[ok]) * ok.mean()) if ok.any() else 0.0
+    latents = rhm.decode(g, x)
+    below = x if g.L == 2 else np.asarray(latents[g.L - 3])
+    codes = tuple_codes(below[:, g.s:2 * g.s], g.v)  # the true tuple below the target
+    parents = np.asarray(latents[g.L - 2])[:, 1]
+    ok = (estimate[:, 1] >= 0) & (parents >= 0)
+    if not ok.any():
+        return 0.0
+    values, inverse = np.unique(codes[ok], return_inverse=True)
+    votes = np.zeros((len(values), estimate[:, 1].max() + 1), int)
+    np.add.at(votes, (inverse, estimate[ok, 1]), 1)
+    value_parent = np.zeros(len(values), int)
+    value_parent[inverse] = parents[ok]
+    num_possible = g.m * len(possible_symbols(g, g.L - 1, 1))
+    return float(cluster_purity(votes.argmax(1), value_parent) * len(values) / num_possible)
