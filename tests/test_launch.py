@@ -34,6 +34,7 @@ def finish(proc, timeout=600):
     return proc.returncode, out, err
 
 
+@pytest.mark.early
 def test_two_processes_equal_one_process(tmp_path):
     """launch/local_multiprocess.sh: 2 processes x 2 fake CPU devices (gloo collectives)
     train like 1 process x 4 devices at the same global batch; the processes' parameters
