@@ -63,7 +63,8 @@ class CausalLM:
     def __init__(self, path: str):
         if not os.path.isdir(path):
             raise FileNotFoundError(f"analysis.lm_path: no model directory at {path!r}")
-        from transformers import AutoTokenizer, FlaxAutoModelForCausalLM
+        transformers = text.text_extra("transformers")
+        AutoTokenizer, FlaxAutoModelForCausalLM = transformers.AutoTokenizer, transformers.FlaxAutoModelForCausalLM
         self.model = FlaxAutoModelForCausalLM.from_pretrained(path)
         has_tokenizer = any(os.path.exists(os.path.join(path, f))
                             for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model"))

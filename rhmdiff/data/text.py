@@ -26,6 +26,7 @@ Pipeline, all from local files (no network at run time):
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
 
@@ -45,10 +46,18 @@ class DataError(ValueError):
     """The corpus, tokenizer or token files cannot give what the config asks for."""
 
 
+def text_extra(name: str):
+    """Import a module of the ``text`` extra, or fail with the install command."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise DataError(f"the text pipeline needs {name}: pip install -e '.[text]'") from None
+
+
 def load_tokenizer(path: str):
     """A ``tiktoken.Encoding`` from the local rank file ``path`` (GPT-2's regex; the
     end-of-text token gets the id after the last rank)."""
-    import tiktoken
+    tiktoken = text_extra("tiktoken")
     from tiktoken.load import load_tiktoken_bpe
 
     if not path or not os.path.isfile(path):
@@ -70,7 +79,7 @@ def read_documents(path: str):
         raise FileNotFoundError(f"data.path: {path!r} does not exist")
     if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
                                    for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
-        import datasets
+        datasets = text_extra("datasets")
         ds = datasets.load_from_disk(path)
         parts = [ds[k] for k in sorted(ds)] if isinstance(ds, datasets.DatasetDict) else [ds]
         return sum(len(p) for p in parts), (row["text"] for p in parts for row in p)
@@ -84,7 +93,7 @@ def read_documents(path: str):
                     with open(f, encoding="utf-8", errors="replace") as fh:
                         yield fh.read()
             return len(found), texts()
-        import datasets
+        datasets = text_extra("datasets")
         ds = (datasets.Dataset.from_parquet(found) if ext == ".parquet"
               else datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in found]))
         if "text" not in ds.column_names:
