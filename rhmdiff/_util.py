@@ -43,6 +43,14 @@ def numpy_rng(key) -> np.random.Generator:
     return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())
 
 
+def write_npy(path, array) -> None:
+    """Write ``array`` as ``.npy`` atomically (temporary file + rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(array))
+    os.replace(tmp, path)
+
+
 def write_json(path, obj) -> None:
     """Write ``obj`` as JSON atomically (temporary file + rename)."""
     tmp = f"{path}.tmp"

@@ -47,43 +47,12 @@ def validate(config, tasks) -> None:
     if task not in tasks:
         raise ConfigError("task", f"must be one of {sorted(tasks)}, got {task!r}")
     _int(config, "seed", 0)
-    if task == "md4":
+    if task in ("md4", "ddpm"):
         _validate_optimizer(config)
-        _validate_md4(config)
-        return
-    if task == "ddpm":
-        _validate_optimizer(config)
-        if _get(config, "train.num_steps") != -1:
-            _int(config, "train.num_steps", 1)
-        _int_list(config, "train.keep_steps", 1)
-        for field in ("path", "val_path"):
-            if not isinstance(_get(config, f"data.{field}"), str) or not _get(config, f"data.{field}"):
-                raise ConfigError(f"data.{field}", "must be a non-empty path")
-        _int(config, "data.epochs", 1)
-        levels = len(_get(config, "model.channel_mult"))
-        if _int(config, "data.image_size", 1) % 2 ** (levels - 1):
-            raise ConfigError("data.image_size", f"must be divisible by 2^{levels - 1} (model.channel_mult has "
-                              f"{levels} levels), got {config.data.image_size}")
-        for field in ("channels", "num_res_blocks", "num_heads"):
-            _int(config, f"model.{field}", 1)
-        _int_list(config, "model.channel_mult", 1)
-        _real(config, "model.dropout", 0.0, 1.0, low_open=False)
-        _int(config, "diffusion.T", 1)
-        _real(config, "diffusion.lam", 0.0, float("inf"), low_open=False)
-        for field in ("val_images", "batch_size", "num_samples", "sample_steps"):
-            _int(config, f"eval.{field}", 1)
-        if config.eval.sample_steps > config.diffusion.T:
-            raise ConfigError("eval.sample_steps", f"must be <= diffusion.T = {config.diffusion.T}")
+        (_validate_md4 if task == "md4" else _validate_ddpm)(config)
         return
     if task == "text_analysis":
-        if not isinstance(_get(config, "analysis.run_dir"), str) or not config.analysis.run_dir:
-            raise ConfigError("analysis.run_dir", "must be the workdir of an md4 run")
-        for field in ("num_samples", "batch_size", "sample_steps", "lm_context"):
-            _int(config, f"analysis.{field}", 1)
-        _int_list(config, "analysis.distances", 1)
-        _real(config, "analysis.top_p", 0.0, 1.0, low_open=False, high_open=False)
-        if not isinstance(_get(config, "analysis.lm_path"), str):
-            raise ConfigError("analysis.lm_path", "must be a path or ''")
+        _validate_text_analysis(config)
         return
     if task in ("clustering_sweep", "onestep"):
         _validate_grammar_sweep(config, task)
@@ -195,16 +164,25 @@ def _validate_optimizer(config) -> None:
         _real(config, "train.b2", 0.0, 1.0)
 
 
-def _validate_md4(config) -> None:
-    """Fields of the ``md4`` task (the data files are checked when the run opens them)."""
+def _path(config, field, what: str = "must be a non-empty path") -> None:
+    if not isinstance(_get(config, field), str) or not _get(config, field):
+        raise ConfigError(field, what)
+
+
+def _num_steps_or_epochs(config) -> None:
+    """``train.num_steps``: >= 1, or -1 for a number of epochs of the data."""
     if _get(config, "train.num_steps") != -1:
         _int(config, "train.num_steps", 1)
+
+
+def _validate_md4(config) -> None:
+    """Fields of the ``md4`` task (the data files are checked when the run opens them)."""
+    _num_steps_or_epochs(config)
     keep = _get(config, "train.keep_tokens")
     if not isinstance(keep, (list, tuple)) or not all(isinstance(x, numbers.Real) and x > 0 for x in keep):
         raise ConfigError("train.keep_tokens", f"must be a list of positive token counts, got {keep!r}")
     for field in ("path", "tokenizer_path"):
-        if not isinstance(_get(config, f"data.{field}"), str) or not _get(config, f"data.{field}"):
-            raise ConfigError(f"data.{field}", "must be a non-empty path")
+        _path(config, f"data.{field}")
     _real(config, "data.val_fraction", 0.0, 1.0)
     _int(config, "data.seed", 0)
     _int(config, "data.seq_len", 2)
@@ -225,6 +203,40 @@ def _validate_md4(config) -> None:
     for field in ("val_sequences", "batch_size", "num_samples", "sample_steps"):
         _int(config, f"eval.{field}", 1)
     _real(config, "eval.top_p", 0.0, 1.0, low_open=False, high_open=False)
+
+
+def _validate_ddpm(config) -> None:
+    """Fields of the ``ddpm`` task (the image files are checked when the run opens them)."""
+    _num_steps_or_epochs(config)
+    _int_list(config, "train.keep_steps", 1)
+    for field in ("path", "val_path"):
+        _path(config, f"data.{field}")
+    _int(config, "data.epochs", 1)
+    levels = len(_get(config, "model.channel_mult"))
+    if _int(config, "data.image_size", 1) % 2 ** (levels - 1):
+        raise ConfigError("data.image_size", f"must be divisible by 2^{levels - 1} (model.channel_mult has "
+                          f"{levels} levels), got {config.data.image_size}")
+    for field in ("channels", "num_res_blocks", "num_heads"):
+        _int(config, f"model.{field}", 1)
+    _int_list(config, "model.channel_mult", 1)
+    _real(config, "model.dropout", 0.0, 1.0, low_open=False)
+    _int(config, "diffusion.T", 1)
+    _real(config, "diffusion.lam", 0.0, float("inf"), low_open=False)
+    for field in ("val_images", "batch_size", "num_samples", "sample_steps"):
+        _int(config, f"eval.{field}", 1)
+    if config.eval.sample_steps > config.diffusion.T:
+        raise ConfigError("eval.sample_steps", f"must be <= diffusion.T = {config.diffusion.T}")
+
+
+def _validate_text_analysis(config) -> None:
+    """Fields of the ``text_analysis`` task."""
+    _path(config, "analysis.run_dir", "must be the workdir of an md4 run")
+    for field in ("num_samples", "batch_size", "sample_steps", "lm_context"):
+        _int(config, f"analysis.{field}", 1)
+    _int_list(config, "analysis.distances", 1)
+    _real(config, "analysis.top_p", 0.0, 1.0, low_open=False, high_open=False)
+    if not isinstance(_get(config, "analysis.lm_path"), str):
+        raise ConfigError("analysis.lm_path", "must be a path or ''")
 
 
 def _validate_training(config) -> None:

@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 from jax.tree_util import Partial
 
 from rhmdiff import train
-from rhmdiff._util import num_params, write_json
+from rhmdiff._util import num_params, write_json, write_npy
 from rhmdiff.data import images
 from rhmdiff.diffusion import gaussian
 from rhmdiff.models.image_unet import ImageUNet
@@ -152,7 +152,7 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict | None:
                "best_step": fitted["best_step"], "stages": list(config.train.keep_steps), "num_samples": int(len(x)),
                "seconds": {"training": fitted["seconds"]}, "config": config.to_dict()}
     if jax.process_index() == 0:
-        np.save(os.path.join(workdir, "samples.npy"), x)
+        write_npy(os.path.join(workdir, "samples.npy"), x)
         save_grid(x, os.path.join(workdir, "samples.png"))
         write_json(os.path.join(workdir, "results.json"), results)
         print(f"Improved DDPM: {n_params / 1e6:.2f}M parameters, {fitted['steps']} steps, validation loss "

@@ -14,7 +14,7 @@ from absl import logging
 from jax.tree_util import Partial
 
 from rhmdiff import rhm, train
-from rhmdiff._util import num_params, write_json
+from rhmdiff._util import num_params, write_json, write_npy
 from rhmdiff.data import rhm_data
 from rhmdiff.data.rhm_data import make_splits
 from rhmdiff.diffusion import d3pm
@@ -194,9 +194,7 @@ def run_rhm(config, workdir: str, stop_at: int | None = None) -> dict | None:
                  config.eval.batch_size)
     seconds["generation"] = time.perf_counter() - t0
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "generated.npy.tmp"), "wb") as f:
-            np.save(f, x)
-        os.replace(os.path.join(workdir, "generated.npy.tmp"), os.path.join(workdir, "generated.npy"))
+        write_npy(os.path.join(workdir, "generated.npy"), x)
     valid = np.asarray(rhm.is_valid(g, x))
     copies = copies_of(x, train_x) if len(train_x) else np.zeros(len(x), bool)
     random_x = jax.random.randint(k_rand, x.shape, 0, g.v)

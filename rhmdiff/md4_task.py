@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 from jax.tree_util import Partial
 
 from rhmdiff import train
-from rhmdiff._util import write_json
+from rhmdiff._util import write_json, write_npy
 from rhmdiff.data import text
 from rhmdiff.diffusion import md4
 from rhmdiff.models.transformer import Transformer, num_params
@@ -143,9 +143,7 @@ def md4_setup(config, workdir: str) -> dict:
 
 def write_samples(workdir: str, x: np.ndarray, tokenizer) -> None:
     """``samples.npy`` (tokens) and ``samples.txt`` (decoded, one sample per block)."""
-    with open(os.path.join(workdir, "samples.npy.tmp"), "wb") as f:
-        np.save(f, x)
-    os.replace(os.path.join(workdir, "samples.npy.tmp"), os.path.join(workdir, "samples.npy"))
+    write_npy(os.path.join(workdir, "samples.npy"), x)
     with open(os.path.join(workdir, "samples.txt.tmp"), "w") as f:
         for i, seq in enumerate(x):
             f.write(f"===== sample {i} =====\n{tokenizer.decode(seq.tolist())}\n")

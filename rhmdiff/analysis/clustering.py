@@ -100,6 +100,12 @@ def tuple_codes(tuples, v: int) -> np.ndarray:
     return tuples @ (v ** np.arange(tuples.shape[-1] - 1, -1, -1))
 
 
+def _kmeans_labels(key, vectors, k: int) -> np.ndarray:
+    """k-means (scikit-learn, 10 restarts) cluster of each row of ``vectors``, seeded by ``key``."""
+    seed = int(numpy_rng(key).integers(2**31))
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vectors)
+
+
 def score_synonym_clusters(key, values, vectors, g: rhm.Grammar, level: int, num_possible: int) -> float:
     """k-means on ``vectors`` (one row per tuple code in ``values``, tuples of level-(level-1)
     symbols) with as many clusters as the tuples have parents at level ``level``; returns
@@ -113,8 +119,7 @@ def score_synonym_clusters(key, values, vectors, g: rhm.Grammar, level: int, num
     if len(values) < 2:
         return 0.0
     parents = np.array([parent_of[c] for c in values.tolist()])
-    seed = int(numpy_rng(key).integers(2**31))
-    labels = KMeans(n_clusters=len(np.unique(parents)), n_init=10, random_state=seed).fit_predict(vectors)
+    labels = _kmeans_labels(key, vectors, len(np.unique(parents)))
     return float(cluster_purity(labels, parents) * len(values) / num_possible)
 
 
@@ -140,8 +145,7 @@ def _cluster_tuples(key, tuples, context, v: int, k: int) -> np.ndarray:
         return rows
     codes = tuple_codes(tuples[ok], v)
     values, vectors = mean_contexts(codes, context[ok], v)
-    seed = int(numpy_rng(key).integers(2**31))
-    labels = KMeans(n_clusters=min(k, len(values)), n_init=10, random_state=seed).fit_predict(vectors)
+    labels = _kmeans_labels(key, vectors, min(k, len(values)))
     rows[ok] = labels[np.searchsorted(values, codes)]
     return rows
 

@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from rhmdiff import ddpm_task, train
-from rhmdiff._util import write_json
+from rhmdiff._util import write_json, write_npy
 from rhmdiff.analysis import figures, mmd
 from rhmdiff.data import images
 from rhmdiff.models import resnet
@@ -73,7 +73,7 @@ def run(workdir: str, num_samples: int, sample_steps: int, batch_size: int, resn
             x = ddpm_task.generate(jax.random.fold_in(jax.random.PRNGKey(seed), step), model, params, schedule,
                                    num_samples, size, batch_size, sample_steps)
             os.makedirs(stage_dir, exist_ok=True)
-            np.save(samples_path, x)
+            write_npy(samples_path, x)
             ddpm_task.save_grid(x[:64], os.path.join(stage_dir, "samples.png"))
         feats = resnet_features(variables, x)
         row = {"step": step, "mmd": {k: mmd.mmd2_unbiased(feats[k], real_features[k]) for k in resnet.FEATURES},

@@ -33,6 +33,7 @@ import os
 import numpy as np
 from tqdm.auto import tqdm
 
+from rhmdiff._util import write_json
 from rhmdiff.data.epochs import EpochOrder
 
 EOT = "<|endoftext|>"
@@ -148,10 +149,7 @@ def prepare_tokens(data_path: str, tokenizer_path: str, out_dir: str, val_fracti
         os.replace(tmp[s], os.path.join(out_dir, f"{s}.bin"))
     meta = dict(settings, vocab_size=enc.n_vocab, eot=enc.eot_token, num_tokens=counts,
                 num_documents=num_documents)
-    tmp_meta = meta_path + ".tmp"
-    with open(tmp_meta, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp_meta, meta_path)
+    write_json(meta_path, meta)
     return meta
 
 
