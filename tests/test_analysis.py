@@ -26,6 +26,46 @@ def test_sample_complexity_closed_form():
         theory.sample_complexity(8, 9, 2, 1)
 
 
+def test_rule_moments_match_random_grammars():
+    """Eqs. (15)-(16) against the moments of p(mu | mu_1) = (number of mu_1's rules with mu
+    first) / m over 400 random grammars."""
+    v, m, s = 4, 3, 2
+    square, cross = [], []
+    for seed in range(400):
+        rules = np.asarray(rhm.make_grammar(jax.random.PRNGKey(seed), v, m, s, 1).rules[0])
+        p = np.stack([np.bincount(rules[a, :, 0], minlength=v) for a in range(v)]) / m  # p[mu_1, mu]
+        square.append((p**2).mean())
+        cross.append(((p.sum(0) ** 2 - (p**2).sum(0)) / (v * (v - 1))).mean())
+    expected_square, expected_cross = theory.rule_moments(v, m, s)
+    assert np.mean(square) == pytest.approx(expected_square, rel=0.03)
+    assert np.mean(cross) == pytest.approx(expected_cross, rel=0.03)
+    assert theory.level_factor(v, m, s) == pytest.approx(v * (expected_square - expected_cross))
+    assert theory.level_factor(10**4, 5, 2) == pytest.approx(1 / 5, rel=1e-3)
+
+
+def test_tree_distance_is_the_level_of_the_common_ancestor():
+    s, L = 3, 3
+    i, j = np.meshgrid(np.arange(s**L), np.arange(s**L), indexing="ij")
+    expected = np.array([[next(level for level in range(L + 1) if a // s**level == b // s**level)
+                          for b in range(s**L)] for a in range(s**L)])
+    np.testing.assert_array_equal(theory.tree_distance(s, i, j), expected)
+
+
+@pytest.mark.parametrize("v,m,L,rel", [(32, 2, 3, 0.05), (64, 4, 2, 0.05), (8, 3, 3, 0.25)])
+def test_token_correlation_theory_matches_enumerated_languages(v, m, L, rel):
+    """The population correlation (every sequence of the language once: no sampling noise),
+    averaged over 8 grammars, against the theory curve; v = 8 is far from the large-v limit."""
+    measured = np.mean([correlations.token_correlation(
+        np.asarray(rhm.sample_distinct(jax.random.PRNGKey(0), g, rhm.num_sequences(g))[0]), v)
+        for g in (rhm.make_grammar(jax.random.PRNGKey(seed), v, m, 2, L) for seed in range(8))], axis=0)
+    curve = theory.token_correlation_curve(v, m, 2, L)
+    assert np.isnan(curve[0])
+    np.testing.assert_allclose(measured[1:], curve[1:], rtol=rel)
+    # power law in the distance s^l: each level down the tree costs a factor ~1/m
+    ratio = theory.token_token_correlation(10**4, m, 2, 6, 3) / theory.token_token_correlation(10**4, m, 2, 6, 2)
+    assert ratio == pytest.approx(1 / m, rel=0.02)
+
+
 def test_token_correlation_matches_direct_loop():
     rng = np.random.default_rng(0)
     v, n, d = 3, 200, 6
@@ -206,6 +246,7 @@ def test_token_tuple_correlation_magnitude_matches_eq5():
     formula = {m: theory.correlation_magnitude(16, m, 2, 3) for m in (2, 4)}
     for m in (2, 4):
         assert exact[m] == pytest.approx(formula[m], rel=0.15)
+        assert exact[m] == pytest.approx(theory.token_tuple_correlation(16, m, 2, 3), rel=0.15)
     assert exact[2] / exact[4] == pytest.approx(formula[2] / formula[4], rel=0.1)
 
 

@@ -166,3 +166,14 @@ def test_launch_scripts_dry_run():
     assert all("RHMDIFF_NUM_PROCESSES=3" in line and "JAX_COORDINATOR_ADDRESS=localhost:" in line for line in local)
     bad = subprocess.run(["bash", "launch/tpu_vm.sh", "--dry_run"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "--project is required" in bad.stderr
+
+
+def test_no_source_file_is_ignored_by_git():
+    """A pattern in .gitignore once hid two modules of rhmdiff/data from every clean clone."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "--",
+                                 "rhmdiff", "configs", "tests", "benchmarks", "launch", "setup.py", "README.md"],
+                                cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    assert [f for f in listed if "__pycache__" not in f and not f.endswith(".egg-info")] == []

@@ -192,6 +192,8 @@ def test_correlations_task_reads_generated_samples(tmp_path):
     proc = run_main(workdir, "--config.correlations.num_data=64", "--config.correlations.oracle=False",
                     f"--config.correlations.sources=('{tmp_path}/run_*',)", config="configs/correlations.py")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads((workdir / "correlations.json").read_text())["curves"]
+    results = json.loads((workdir / "correlations.json").read_text())
+    rows = results["curves"]
     assert [r["name"] for r in rows] == ["RHM data", "run_a"] and len(rows[0]["correlation"]) == 8
+    assert results["theory"][0] is None and len(results["theory"]) == 8
     assert (workdir / "correlations.png").exists()

@@ -127,7 +127,7 @@ def plot_onestep(results: dict, path: str) -> None:
 
 def plot_correlations(results: dict, path: str) -> None:
     """Fig. 1c / Fig. 4b: token-token correlation vs distance t, per source, with each noise
-    floor (a constant, or one value per distance)."""
+    floor (a constant, or one value per distance) and, for the RHM, the theory curve."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     cmap = plt.get_cmap("tab10")
     for i, row in enumerate(results["curves"]):
@@ -138,6 +138,10 @@ def plot_correlations(results: dict, path: str) -> None:
             ax.plot(t, np.asarray(row["noise_floor"], float)[t], ":", color=cmap(i % 10), lw=0.8)
         else:
             ax.axhline(row["noise_floor"], color=cmap(i % 10), ls=":", lw=0.8)
+    if "theory" in results:
+        theory = np.asarray(results["theory"], float)
+        t = np.flatnonzero(np.isfinite(theory))
+        ax.plot(t, theory[t], "r--", lw=1.5, label="theory (v, m >> 1)")
     ax.set(xscale="log", yscale="log", xlabel="distance t", ylabel="||Cov(x_i, x_{i+t})||_F",
            title="token correlations (dotted: noise floor)")
     ax.legend(fontsize=7)
