@@ -5,6 +5,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def is_concrete(x) -> bool:
@@ -58,3 +59,16 @@ def write_json(path, obj) -> None:
         json.dump(obj, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def prepare_once(prepare, field: str, output: str) -> None:
+    """Run ``prepare()`` (tokenize or convert a data set into the file ``output``) on process 0
+    only; on a multi-host run, every process then waits until it is done and checks that it
+    sees ``output`` (``field`` names the config field to fix otherwise)."""
+    if jax.process_index() == 0:
+        prepare()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"rhmdiff {field} ready")
+        if not os.path.exists(output):
+            raise FileNotFoundError(f"{field}: {output} is not visible from process {jax.process_index()}: "
+                                    "put it on a shared filesystem")

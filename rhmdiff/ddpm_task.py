@@ -23,11 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from jax.tree_util import Partial
 
 from rhmdiff import train
-from rhmdiff._util import num_params, write_json, write_npy
+from rhmdiff._util import num_params, prepare_once, write_json, write_npy
 from rhmdiff.data import images
 from rhmdiff.diffusion import gaussian
 from rhmdiff.models.image_unet import ImageUNet
@@ -51,11 +50,12 @@ def image_paths(config, workdir: str) -> dict:
 def load_data(config, workdir: str) -> tuple[images.ImageData, np.ndarray]:
     """Convert the images (process 0, once) and open them: (training data, validation images)."""
     paths = image_paths(config, workdir)
-    if jax.process_index() == 0:
+
+    def prepare():
         images.prepare_images(config.data.path, paths["train"], config.data.image_size)
         images.prepare_images(config.data.val_path, paths["val"], config.data.image_size, field="data.val_path")
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("rhmdiff images ready")
+
+    prepare_once(prepare, "data.cache_dir", paths["val"])
     return images.ImageData(paths["train"], config.seed), np.load(paths["val"], mmap_mode="r")
 
 

@@ -26,11 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from jax.tree_util import Partial
 
 from rhmdiff import train
-from rhmdiff._util import write_json, write_npy
+from rhmdiff._util import prepare_once, write_json, write_npy
 from rhmdiff.data import text
 from rhmdiff.diffusion import md4
 from rhmdiff.models.transformer import Transformer, num_params
@@ -51,14 +50,9 @@ def schedule_from_config(config) -> md4.MaskingSchedule:
 def load_data(config, workdir: str) -> text.TokenData:
     """Tokenize (process 0, once) and open the packed token files on every process."""
     token_dir = config.data.token_dir or os.path.join(workdir, "tokens")
-    if jax.process_index() == 0:
-        text.prepare_tokens(config.data.path, config.data.tokenizer_path, token_dir, config.data.val_fraction,
-                            config.data.seed)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("rhmdiff tokens ready")
-        if not os.path.exists(os.path.join(token_dir, "meta.json")):
-            raise FileNotFoundError(f"data.token_dir: {token_dir} is not visible from process "
-                                    f"{jax.process_index()}: put it on a shared filesystem")
+    prepare_once(lambda: text.prepare_tokens(config.data.path, config.data.tokenizer_path, token_dir,
+                                             config.data.val_fraction, config.data.seed),
+                 "data.token_dir", os.path.join(token_dir, "meta.json"))
     return text.TokenData(token_dir, config.data.seq_len)
 
 

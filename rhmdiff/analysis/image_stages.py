@@ -11,19 +11,16 @@ training step, Fig. 5b) into ``workdir/mmd``.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
-from rhmdiff import ddpm_task, train
+from rhmdiff import ddpm_task
 from rhmdiff._util import write_json, write_npy
-from rhmdiff.analysis import figures, mmd
+from rhmdiff.analysis import figures, mmd, stages
 from rhmdiff.data import images
 from rhmdiff.models import resnet
 
@@ -39,11 +36,7 @@ def resnet_features(variables, x_uint8, batch_size: int = 256) -> dict:
 
 def run(workdir: str, num_samples: int, sample_steps: int, batch_size: int, resnet_weights: str = "",
         seed: int = 0) -> dict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--workdir: {workdir} holds no config.json of a ddpm run")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = stages.run_config(workdir, "--workdir", "ddpm")
     out_dir = os.path.join(workdir, "mmd")
     os.makedirs(out_dir, exist_ok=True)
     model, schedule = ddpm_task.model_from_config(config), ddpm_task.schedule_from_config(config)
@@ -58,29 +51,20 @@ def run(workdir: str, num_samples: int, sample_steps: int, batch_size: int, resn
         logging.warning("no --resnet_weights: ResNet-18 with random weights (not the paper's ImageNet features)")
         variables = jax.jit(resnet.ResNet18().init)(jax.random.PRNGKey(seed), jnp.zeros((1, size, size, 3)))
     real_features = resnet_features(variables, real)
-    ckpt = train.Checkpoints(workdir)
-    steps = ckpt.stage_steps()
-    if not steps:
-        raise FileNotFoundError(f"--workdir: {workdir}/stages holds no kept parameters yet")
+    generate = lambda step, params: ddpm_task.generate(jax.random.fold_in(jax.random.PRNGKey(seed), step), model,
+                                                       params, schedule, num_samples, size, batch_size, sample_steps)
+
+    def save(stage_dir, x):
+        write_npy(os.path.join(stage_dir, "samples.npy"), x)
+        ddpm_task.save_grid(x[:64], os.path.join(stage_dir, "samples.png"))
+
     rows = []
-    for step in steps:
-        stage_dir = os.path.join(out_dir, f"stage_{step:09d}")
-        samples_path = os.path.join(stage_dir, "samples.npy")
-        if os.path.exists(samples_path):
-            x = np.load(samples_path)
-        else:
-            params = ckpt.restore_stage(step, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract))
-            x = ddpm_task.generate(jax.random.fold_in(jax.random.PRNGKey(seed), step), model, params, schedule,
-                                   num_samples, size, batch_size, sample_steps)
-            os.makedirs(stage_dir, exist_ok=True)
-            write_npy(samples_path, x)
-            ddpm_task.save_grid(x[:64], os.path.join(stage_dir, "samples.png"))
+    for step, x in stages.stage_samples(workdir, out_dir, abstract, generate, save, "--workdir").items():
         feats = resnet_features(variables, x)
         row = {"step": step, "mmd": {k: mmd.mmd2_unbiased(feats[k], real_features[k]) for k in resnet.FEATURES},
                "kid_stage4": mmd.kid(feats["stage4"], real_features["stage4"])}
         logging.info("step %d: MMD^2 %s", step, {k: round(v, 5) for k, v in row["mmd"].items()})
         rows.append(row)
-    ckpt.close()
     results = {"task": "mmd", "num_samples": num_samples, "num_real": int(len(real)), "sample_steps": sample_steps,
                "resnet_weights": resnet_weights or None, "depths": list(resnet.FEATURES), "stages": rows}
     write_json(os.path.join(out_dir, "mmd.json"), results)

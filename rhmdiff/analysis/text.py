@@ -18,19 +18,16 @@ Writes ``text_correlations.json`` / ``.png`` and ``perplexity.json`` / ``.png``.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
-from rhmdiff import md4_task, train
+from rhmdiff import md4_task
 from rhmdiff._util import write_json
-from rhmdiff.analysis import correlations, figures
+from rhmdiff.analysis import correlations, figures, stages
 from rhmdiff.data import text
 
 
@@ -96,53 +93,28 @@ def perplexity_vs_context(lm: CausalLM, ids, batch_size: int = 8) -> np.ndarray:
     return np.exp(-lm.next_token_log_probs(ids, batch_size).mean(0))
 
 
-def _stored_config(run_dir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"analysis.run_dir: {run_dir} holds no config.json of an md4 run")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def stage_samples(config, stored, run_dir: str, workdir: str, data: text.TokenData, tokenizer) -> dict:
+def stage_samples(config, stored, workdir: str, data: text.TokenData, tokenizer) -> dict:
     """``{step: int32[num_samples, seq_len]}`` for every kept stage of the run (generated
     once, then read back)."""
     ac = config.analysis
     model, schedule = md4_task.model_from_config(stored, data.vocab_size), md4_task.schedule_from_config(stored)
     abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, stored.data.seq_len), jnp.int32),
                               jnp.zeros((1,)))
-    ckpt = train.Checkpoints(run_dir)
-    steps = ckpt.stage_steps()
-    if not steps:
-        raise FileNotFoundError(f"analysis.run_dir: {run_dir}/stages holds no kept parameters yet")
-    out = {}
-    for step in steps:
-        stage_dir = os.path.join(workdir, f"stage_{step:09d}")
-        path = os.path.join(stage_dir, "samples.npy")
-        if not os.path.exists(path):
-            params = ckpt.restore_stage(step, jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract))
-            logging.info("stage %d: generating %d samples", step, ac.num_samples)
-            x = md4_task.generate(jax.random.fold_in(jax.random.PRNGKey(config.seed), step), model, params, schedule,
-                                  ac.num_samples, stored.data.seq_len, data.vocab_size, ac.batch_size,
-                                  ac.sample_steps, ac.top_p or None)
-            if jax.process_index() == 0:
-                os.makedirs(stage_dir, exist_ok=True)
-                md4_task.write_samples(stage_dir, x, tokenizer)
-            out[step] = x
-        else:
-            out[step] = np.load(path)
-    ckpt.close()
-    return out
+    generate = lambda step, params: md4_task.generate(
+        jax.random.fold_in(jax.random.PRNGKey(config.seed), step), model, params, schedule, ac.num_samples,
+        stored.data.seq_len, data.vocab_size, ac.batch_size, ac.sample_steps, ac.top_p or None)
+    return stages.stage_samples(ac.run_dir, workdir, abstract, generate,
+                                lambda stage_dir, x: md4_task.write_samples(stage_dir, x, tokenizer), "analysis.run_dir")
 
 
 def run(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     ac = config.analysis
-    stored = _stored_config(ac.run_dir)
+    stored = stages.run_config(ac.run_dir, "analysis.run_dir", "md4")
     token_dir = stored.data.token_dir or os.path.join(ac.run_dir, "tokens")
     data = text.TokenData(token_dir, stored.data.seq_len)
     tokenizer = text.load_tokenizer(stored.data.tokenizer_path)
-    samples = stage_samples(config, stored, ac.run_dir, workdir, data, tokenizer)
+    samples = stage_samples(config, stored, workdir, data, tokenizer)
     tokens_per_step = stored.train.batch_size * stored.data.seq_len
     label = lambda step: f"{step * tokens_per_step:.2g} tokens"
     num_val = min(ac.num_samples, data.num_sequences["val"])
