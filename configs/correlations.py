@@ -13,5 +13,5 @@ from rhmdiff.config_base import rhm_config
 def get_config():
     c = rhm_config()  # the grammar of configs/rhm_L3.py:cpu and configs/sweep_P.py:cpu
     c.task = "correlations"
-    c.correlations = ml_collections.ConfigDict(dict(num_data=512, oracle=True, sources=("runs/sweep_P/*",)))
+    c.correlations = ml_collections.ConfigDict(dict(num_data=16384, oracle=True, sources=("runs/sweep_P/*",)))
     return c

@@ -144,6 +144,10 @@ def plot_correlations(results: dict, path: str) -> None:
         ax.plot(t, theory[t], "r--", lw=1.5, label="theory (v, m >> 1)")
     ax.set(xscale="log", yscale="log", xlabel="distance t", ylabel="||Cov(x_i, x_{i+t})||_F",
            title="token correlations (dotted: noise floor)")
+    shown = sorted({int(t) for row in results["curves"] for t in np.flatnonzero(np.isfinite(
+        np.asarray(row["correlation"], float)))})
+    if shown and shown[-1] <= 32:  # short sequences: label every distance
+        ax.set_xticks(shown, [str(t) for t in shown])
     ax.legend(fontsize=7)
     _save(fig, path)
 
