@@ -158,6 +158,17 @@ def test_clustering_sweep_task_and_figures_command(tmp_path):
     replot = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", str(workdir)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert replot.returncode == 0 and png.exists(), replot.stderr[-2000:]
+    diffusion = tmp_path / "sweep"  # a diffusion-model sweep's summary, as the sweep task writes it
+    diffusion.mkdir()
+    (diffusion / "sweep.json").write_text(json.dumps({"task": "sweep", "L": 2, "v": 8, "s": 2, "p_star": [
+        {"m": 2, "p_star": 300.0}, {"m": 3, "p_star": float("inf")}]}))
+    out = tmp_path / "p_star.png"
+    compare = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", "p_star", str(out), str(workdir),
+                              str(diffusion)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert compare.returncode == 0 and out.stat().st_size > 0, compare.stderr[-2000:]
+    missing = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", "p_star", str(out), str(tmp_path)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "no clustering_sweep.json" in missing.stderr
 
 
 def test_sweep_task_trains_each_point_once(tmp_path):

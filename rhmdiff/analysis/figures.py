@@ -2,7 +2,11 @@
 
     python -m rhmdiff.analysis.figures runs/DIR [runs/DIR2 ...]
 
-re-plots every known result file found in the given workdirs (PNG next to the JSON).
+re-plots every known result file found in the given workdirs (PNG next to the JSON);
+
+    python -m rhmdiff.analysis.figures p_star OUT.png runs/clustering_m runs/sweep_m_L3 ...
+
+draws Fig. 2: P* vs m of the clustering algorithm and of the diffusion model side by side.
 """
 from __future__ import annotations
 
@@ -184,6 +188,43 @@ def plot_mmd(results: dict, path: str) -> None:
     _save(fig, path)
 
 
+def plot_p_star_comparison(results: list[dict], path: str) -> None:
+    """Fig. 2: P* vs m of every clustering variant (``clustering_sweep.json``) and of the
+    diffusion model (``sweep.json``), one panel per L. Each P* is divided by its own
+    v / (1 - m / v^{s-1}), so runs on different v share the axes and the theory (Eq. 6) is
+    the line m^{L+1}."""
+    prefactor = lambda v, s, m: v / (1.0 - np.asarray(m, float) / v ** (s - 1))
+    series = []  # (L, label, color, m, normalized P*)
+    for res in results:
+        if res["task"] == "clustering_sweep":
+            for row in res["summary"]:
+                series.append((row["L"], f"clustering, {row['context']} (v={res['v']})", CONTEXT_COLORS[row["context"]],
+                               row["m"], np.asarray(row["p_star"]) / prefactor(res["v"], res["s"], row["m"])))
+        elif res["task"] == "sweep":
+            m = [r["m"] for r in res["p_star"]]
+            series.append((res["L"], f"diffusion model (v={res['v']})", "tab:blue", m,
+                           np.asarray([r["p_star"] for r in res["p_star"]]) / prefactor(res["v"], res["s"], m)))
+        else:
+            raise ValueError(f"expected clustering_sweep or sweep results, got task {res['task']!r}")
+    series = list({(row[0], row[1]): row for row in series}.values())  # the same run given twice: once
+    Ls = sorted({row[0] for row in series})
+    fig, axes = plt.subplots(1, len(Ls), figsize=(5.5 * len(Ls), 4.5), squeeze=False)
+    for ax, L in zip(axes[0], Ls):
+        ms = sorted({m for row in series if row[0] == L for m in row[3]})
+        for _, label, color, m, stars in (row for row in series if row[0] == L):
+            finite = np.isfinite(stars)
+            marker = "s-" if color == "tab:blue" else "o--"
+            missing = [mm for mm, f in zip(m, finite) if not f]
+            label += f" (no P* at m = {', '.join(map(str, missing))})" if missing else ""
+            ax.plot(np.asarray(m)[finite], stars[finite], marker, color=color, ms=5, lw=0.8, label=label)
+        grid = np.linspace(min(ms), max(ms), 50)
+        ax.plot(grid, grid ** (L + 1), "k:", label=f"theory m^{L + 1}")
+        ax.set(xscale="log", yscale="log", xlabel="m", ylabel="P* (1 - m/v^(s-1)) / v", title=f"L = {L}")
+        ax.set_xticks(ms, [str(m) for m in ms])
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
 PLOTTERS = {"mmd.json": plot_mmd, "correlations.json": plot_correlations, "text_correlations.json": plot_correlations,
             "perplexity.json": plot_perplexity, "clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
 
@@ -201,9 +242,21 @@ def replot(workdir: str) -> list[str]:
 
 
 def main(argv) -> int:
-    if len(argv) < 2:
+    if len(argv) < 2 or (argv[1] == "p_star" and len(argv) < 4):
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    if argv[1] == "p_star":
+        results = []
+        for workdir in argv[3:]:
+            names = [n for n in ("clustering_sweep.json", "sweep.json") if os.path.exists(os.path.join(workdir, n))]
+            if not names:
+                print(f"{workdir}: no clustering_sweep.json or sweep.json", file=sys.stderr)
+                return 1
+            with open(os.path.join(workdir, names[0])) as f:
+                results.append(json.load(f))
+        plot_p_star_comparison(results, argv[2])
+        print(f"wrote {argv[2]}")
+        return 0
     for workdir in argv[1:]:
         written = replot(workdir)
         print(f"{workdir}: {', '.join(written) if written else 'no known result files'}")
