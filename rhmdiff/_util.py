@@ -1,6 +1,7 @@
 """Small helpers shared by several modules."""
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,11 @@ def numpy_rng(key) -> np.random.Generator:
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())
+
+
+def natural_order(path: str):
+    """Sort key that orders embedded numbers by value (P128 before P1024)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
 def write_npy(path, array) -> None:

@@ -57,16 +57,25 @@ def validate(config, tasks) -> None:
     if task in ("clustering_sweep", "onestep"):
         _validate_grammar_sweep(config, task)
         return
+    if task == "sensitivity":
+        _int(config, "sensitivity.num_data", 2)
+        _int(config, "sensitivity.t", 1)
+        _patterns(config, "sensitivity.sources")
+        return
     _validate_rhm(config)
     if task == "correlations":
         _int(config, "correlations.num_data", 2)
-        sources = _get(config, "correlations.sources")
-        if not isinstance(sources, (list, tuple)) or not all(isinstance(x, str) for x in sources):
-            raise ConfigError("correlations.sources", f"must be a list of directory patterns, got {sources!r}")
+        _patterns(config, "correlations.sources")
     if task in ("rhm", "sweep"):
         _validate_training(config)
     if task == "sweep":
         _validate_sweep(config)
+
+
+def _patterns(config, field) -> None:
+    sources = _get(config, field)
+    if not isinstance(sources, (list, tuple)) or not all(isinstance(x, str) for x in sources):
+        raise ConfigError(field, f"must be a list of directory patterns, got {sources!r}")
 
 
 def _validate_sweep(config) -> None:

@@ -18,14 +18,14 @@ from ml_collections import config_flags
 from rhmdiff import ddpm_task, evaluate, md4_task
 from rhmdiff._util import write_json
 from rhmdiff.train import Preempted
-from rhmdiff.analysis import clustering_sweep, correlation_task, onestep, sweeps
+from rhmdiff.analysis import clustering_sweep, correlation_task, onestep, sensitivity_task, sweeps
 from rhmdiff.analysis import text as text_analysis
 from rhmdiff.config_check import ConfigError, validate
 from rhmdiff.data import text
 
 TASKS = {"oracle": evaluate.run_oracle, "rhm": evaluate.run_rhm, "clustering_sweep": clustering_sweep.run,
          "sweep": sweeps.run, "onestep": onestep.run, "correlations": correlation_task.run, "md4": md4_task.run,
-         "text_analysis": text_analysis.run, "ddpm": ddpm_task.run}
+         "text_analysis": text_analysis.run, "ddpm": ddpm_task.run, "sensitivity": sensitivity_task.run}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")

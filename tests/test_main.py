@@ -90,6 +90,7 @@ BAD_CONFIGS = [
     ("--config.task=rhm --config.data.val_size=0", "config.data.val_size"),
     ("--config.task=rhm --config.data.val_size=16 --config.train.batch_size=2000 --config.data.train_size=1000",
      "config.train.batch_size"),
+    ("--config.sensitivity.t=0", "config.sensitivity.t", "configs/sensitivity.py"),
     ("--config.train.lr_schedule=step", "config.train.lr_schedule", "configs/md4_owt_tiny.py"),
     ("--config.train.ema_decay=1.5", "config.train.ema_decay", "configs/md4_owt_tiny.py"),
     ("--config.train.num_steps=0", "config.train.num_steps", "configs/md4_owt_tiny.py"),
@@ -184,6 +185,17 @@ def test_sweep_task_trains_each_point_once(tmp_path):
     again = run_main(workdir, *args, config="configs/sweep_P.py")
     assert again.returncode == 0 and again.stderr.count(": training") == 0, again.stderr[-2000:]
     assert json.loads((workdir / "sweep.json").read_text())["points"] == results["points"]
+    sens_dir = tmp_path / "sensitivity"  # Fig. 6 on the sweep's trained points
+    sens = run_main(sens_dir, f"--config.sensitivity.sources=('{workdir}/*',)", "--config.sensitivity.num_data=32",
+                    config="configs/sensitivity.py")
+    assert sens.returncode == 0, sens.stderr[-2000:]
+    runs = json.loads((sens_dir / "sensitivity.json").read_text())["runs"]
+    assert [r["P"] for r in runs] == [16, 64] and (sens_dir / "sensitivity.png").exists()
+    assert set(runs[0]["sensitivity"]) == {f"{side}_{k}" for side in ("encoder", "decoder") for k in (1, 2, 3)}
+    assert all(len(s_l) == 3 and min(s_l) >= 0 for r in runs for s_l in r["sensitivity"].values())
+    none = run_main(tmp_path / "none", f"--config.sensitivity.sources=('{tmp_path}/nothing*',)",
+                    config="configs/sensitivity.py")
+    assert none.returncode != 0 and "sensitivity.sources" in none.stderr.splitlines()[-1]
 
 
 def test_onestep_task(tmp_path):

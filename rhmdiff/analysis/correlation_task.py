@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 
 import jax
 import numpy as np
 
 from rhmdiff import rhm, theory
-from rhmdiff._util import write_json
+from rhmdiff._util import natural_order, write_json
 from rhmdiff.analysis import correlations, figures
 from rhmdiff.diffusion import d3pm
 from rhmdiff.evaluate import grammar_from_config, schedule_from_config
-
-
-def _natural(path: str):
-    """Sort key that orders embedded numbers by value (P128 before P1024)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
 def run(config, workdir: str) -> dict:
@@ -39,7 +33,7 @@ def run(config, workdir: str) -> dict:
         curves["BP oracle"] = np.asarray(d3pm.oracle_sample(k_oracle, g, schedule_from_config(config), cc.num_data,
                                                             progress=True))
     for pattern in cc.sources:
-        for path in sorted(glob.glob(os.path.join(pattern, "generated.npy")), key=_natural):
+        for path in sorted(glob.glob(os.path.join(pattern, "generated.npy")), key=natural_order):
             curves[os.path.basename(os.path.dirname(path))] = np.load(path)
     rows = [{"name": name, "num": len(x), "correlation": correlations.token_correlation(x, g.v).tolist(),
              "noise_floor": correlations.noise_floor(g.v, len(x))} for name, x in curves.items()]

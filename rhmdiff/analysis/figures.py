@@ -156,6 +156,35 @@ def plot_correlations(results: dict, path: str) -> None:
     _save(fig, path)
 
 
+def plot_sensitivity(results: dict, path: str) -> None:
+    """Fig. 6: S_{k,l} of every U-Net block k (encoder top row, decoder bottom row, input side
+    first) vs P, one color per level l of synonym resets, with 1 - A_l dashed."""
+    runs = sorted(results["runs"], key=lambda r: r["P"])
+    P = np.array([r["P"] for r in runs])
+    blocks = list(runs[0]["sensitivity"])
+    L = len(runs[0]["accuracy"])
+    encoders = sorted((b for b in blocks if b.startswith("encoder")), key=lambda b: int(b.split("_")[1]))
+    decoders = sorted((b for b in blocks if b.startswith("decoder")), key=lambda b: -int(b.split("_")[1]))
+    ncols = max(len(encoders), len(decoders), 1)
+    fig, axes = plt.subplots(2, ncols, figsize=(3.6 * ncols, 6.5), squeeze=False, sharey=True)
+    colors = plt.get_cmap("plasma", L + 1)
+    for row, names in enumerate((encoders, decoders)):
+        for ax, name in zip(axes[row], names):
+            for level in range(1, L + 1):
+                ax.plot(P, [r["sensitivity"][name][level - 1] for r in runs], "o-", ms=3, color=colors(level - 1),
+                        label=f"S, level {level}")
+                ax.plot(P, [1 - r["accuracy"][level - 1] for r in runs], "--", lw=0.8, color=colors(level - 1))
+            ax.set(xscale="log", ylim=(0, 1.15), title=name, xlabel="P")
+    for ax in axes.ravel()[len(encoders):ncols]:
+        ax.axis("off")
+    for ax in axes[1][len(decoders):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("relative sensitivity S_{k,l}")
+    axes[1][0].set_ylabel("relative sensitivity S_{k,l}")
+    axes[0][0].legend(fontsize=7, title="dashed: 1 - A_l", title_fontsize=7)
+    _save(fig, path)
+
+
 def plot_perplexity(results: dict, path: str) -> None:
     """Fig. 8: perplexity of token x_T given a context of T tokens, per training stage and
     for validation text (dashed)."""
@@ -226,7 +255,8 @@ def plot_p_star_comparison(results: list[dict], path: str) -> None:
 
 
 PLOTTERS = {"mmd.json": plot_mmd, "correlations.json": plot_correlations, "text_correlations.json": plot_correlations,
-            "perplexity.json": plot_perplexity, "clustering_sweep.json": plot_clustering_sweep, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
+            "perplexity.json": plot_perplexity, "clustering_sweep.json": plot_clustering_sweep,
+            "sensitivity.json": plot_sensitivity, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
 
 
 def replot(workdir: str) -> list[str]:
