@@ -1,6 +1,6 @@
 """Speed of one MD4 training step at the OpenWebText size, printed as JSON.
 
-    python benchmarks/bench_md4.py [--layers 12] [--batch 1] [--seq_len 1024] [--repeats 3]
+    python benchmarks/bench_md4.py [--layers 12] [--batch 1] [--seq_len 1024] [--repeats 3] [--steps_per_call 1]
 
 The trainer's own pmapped step (forward, backward, pmean, AdamW with the cosine schedule,
 EMA update) of ``configs/md4_owt.py``'s transformer (12 layers, D = 768, V = 50257) on one
@@ -10,7 +10,8 @@ forward passes; ~3 is the theory), the step's FLOPs (6 x non-embedding parameter
 + attention + the read-out, from the shapes) and the GFLOP/s of a plain 2048^3 float32 matmul
 (the machine's practical peak). ``speedup_vs_md4`` compares with MD4's own train step on this
 2-core CPU class (FINDINGS.md: ~13.6 s = 75 tokens/s at batch 1 x 1024). ``--dtype``
-float32 (CPU default) or bfloat16 (accelerators).
+float32 (CPU default) or bfloat16 (accelerators). ``--steps_per_call`` > 1 times the steps
+inside the trainer's ``lax.scan`` chunk (reported per step).
 """
 import argparse
 import json
@@ -44,6 +45,7 @@ def main():
     parser.add_argument("--vocab", type=int, default=50257)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps_per_call", type=int, default=1)
     args = parser.parse_args()
 
     c = md4_config()
@@ -59,16 +61,17 @@ def main():
     state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                              ema_params=jax.tree_util.tree_map(jnp.zeros_like, params))
     box = [train._replicate(state, 1)]
-    x = np.random.default_rng(0).integers(0, args.vocab, (1, 1, args.batch, args.seq_len)).astype(np.int32)
+    k = args.steps_per_call
+    x = np.random.default_rng(0).integers(0, args.vocab, (1, k, args.batch, args.seq_len)).astype(np.int32)
     firsts = np.zeros((1,), np.int32)
-    step_ids = np.zeros((1, 1), np.int32)
+    step_ids = np.arange(k, dtype=np.int32)[None]
 
     def run():
         box[0], metrics = chunk(box[0], firsts, step_ids, x)
         return metrics
 
     run()  # the first call compiles for host inputs, the second for the device-resident state
-    step_s = median_seconds(run, args.repeats)
+    step_s = median_seconds(run, args.repeats) / k
     forward = jax.jit(model.apply)
     xt, t = jnp.asarray(x[0, 0]), jnp.full((args.batch,), 0.5)
     forward_s = median_seconds(lambda: forward(params, xt, t), args.repeats)
@@ -80,7 +83,7 @@ def main():
     reference = MD4_TOKENS_PER_S.get((args.layers, args.batch, args.seq_len))
     out = {
         "device": str(jax.devices()[0].device_kind), "layers": args.layers, "batch": args.batch,
-        "seq_len": args.seq_len, "dtype": args.dtype, "num_params": num_params(params),
+        "seq_len": args.seq_len, "dtype": args.dtype, "steps_per_call": k, "num_params": num_params(params),
         "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens / step_s, "forward_ms": 1e3 * forward_s,
         "step_in_forward_passes": step_s / forward_s, "gflops_per_s": flops / step_s / 1e9,
         "matmul_peak_gflops_per_s": peak, "fraction_of_peak": flops / step_s / 1e9 / peak,
