@@ -185,6 +185,9 @@ def test_sweep_task_trains_each_point_once(tmp_path):
     again = run_main(workdir, *args, config="configs/sweep_P.py")
     assert again.returncode == 0 and again.stderr.count(": training") == 0, again.stderr[-2000:]
     assert json.loads((workdir / "sweep.json").read_text())["points"] == results["points"]
+    online = workdir / "online_run"  # an online run has no P: skipped (its best/ is never read)
+    (online / "best").mkdir(parents=True)
+    (online / "results.json").write_text(json.dumps({"train_size": None}))
     sens_dir = tmp_path / "sensitivity"  # Fig. 6 on the sweep's trained points
     sens = run_main(sens_dir, f"--config.sensitivity.sources=('{workdir}/*',)", "--config.sensitivity.num_data=32",
                     config="configs/sensitivity.py")

@@ -145,7 +145,7 @@ def plot_correlations(results: dict, path: str) -> None:
     if "theory" in results:
         theory = np.asarray(results["theory"], float)
         t = np.flatnonzero(np.isfinite(theory))
-        ax.plot(t, theory[t], "r--", lw=1.5, label="theory (v, m >> 1)")
+        ax.plot(t, theory[t], "r--", lw=1.5, label="theory")
     ax.set(xscale="log", yscale="log", xlabel="distance t", ylabel="||Cov(x_i, x_{i+t})||_F",
            title="token correlations (dotted: noise floor)")
     shown = sorted({int(t) for row in results["curves"] for t in np.flatnonzero(np.isfinite(

@@ -26,10 +26,14 @@ from rhmdiff.analysis import figures, sensitivity
 from rhmdiff.evaluate import grammar_from_config, model_from_config
 
 
-def run_sensitivity(run_dir: str, key, num_data: int, t: int) -> dict:
-    """S_{k,l} of the best parameters of the ``rhm`` run in ``run_dir``, with its P and A_l."""
+def run_sensitivity(run_dir: str, key, num_data: int, t: int) -> dict | None:
+    """S_{k,l} of the best parameters of the ``rhm`` run in ``run_dir``, with its P and A_l
+    (None for an online run, which has no P)."""
     with open(os.path.join(run_dir, "results.json")) as f:
         results = json.load(f)
+    if results.get("train_size") is None:
+        logging.warning("%s: an online run has no training-set size P; skipped", run_dir)
+        return None
     stored = ml_collections.ConfigDict(results["config"])
     if not 1 <= t <= stored.diffusion.T:
         raise ValueError(f"sensitivity.t: must lie in [1, T] = [1, {stored.diffusion.T}] of {run_dir}, got {t}")
@@ -58,9 +62,14 @@ def run(config, workdir: str) -> dict:
     key = jax.random.PRNGKey(config.seed)
     rows = []
     for run_dir in dirs:
-        rows.append(run_sensitivity(run_dir, key, sc.num_data, sc.t))
+        row = run_sensitivity(run_dir, key, sc.num_data, sc.t)
+        if row is None:
+            continue
+        rows.append(row)
         logging.info("%s: S = %s", rows[-1]["name"],
                      {k: np.round(v, 3).tolist() for k, v in rows[-1]["sensitivity"].items()})
+    if not rows:
+        raise FileNotFoundError(f"sensitivity.sources: only online runs (no P) in {list(sc.sources)}")
     results = {"task": "sensitivity", "t": sc.t, "num_data": sc.num_data, "runs": rows, "config": config.to_dict()}
     write_json(os.path.join(workdir, "sensitivity.json"), results)
     figures.plot_sensitivity(results, os.path.join(workdir, "sensitivity.png"))
