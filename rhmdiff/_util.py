@@ -1,4 +1,5 @@
 """Small helpers shared by several modules."""
+import contextlib
 import json
 import os
 import re
@@ -50,21 +51,27 @@ def natural_order(path: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
-def write_npy(path, array) -> None:
-    """Write ``array`` as ``.npy`` atomically (temporary file + rename)."""
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w"):
+    """Open ``path + ".tmp"`` for writing and rename it to ``path`` once the block has
+    finished: readers never see a half-written file."""
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(array))
+    with open(tmp, mode) as f:
+        yield f
     os.replace(tmp, path)
+
+
+def write_npy(path, array) -> None:
+    """Write ``array`` as ``.npy`` atomically."""
+    with atomic_write(path, "wb") as f:
+        np.save(f, np.asarray(array))
 
 
 def write_json(path, obj) -> None:
-    """Write ``obj`` as JSON atomically (temporary file + rename)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    """Write ``obj`` as JSON atomically."""
+    with atomic_write(path) as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def prepare_once(prepare, field: str, output: str) -> None:

@@ -19,6 +19,8 @@ import re
 
 import numpy as np
 
+from rhmdiff._util import atomic_write
+
 TOPICS = {
     "sea": "ship sailor wave harbor island storm captain anchor whale lighthouse".split(),
     "farm": "farmer field horse barn wheat orchard cow harvest fence tractor".split(),
@@ -82,11 +84,9 @@ def write_tokenizer(texts, path: str, num_words: int = 200) -> int:
                 pieces[raw[:end]] = pieces.get(raw[:end], 0) + n
     ranks = [bytes([b]) for b in range(256)]
     ranks += sorted(pieces, key=lambda p: (len(p), -pieces[p], p))
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         for rank, token in enumerate(ranks):
             f.write(f"{base64.b64encode(token).decode()} {rank}\n")
-    os.replace(tmp, path)
     return len(ranks)
 
 
