@@ -21,7 +21,7 @@ from rhmdiff.train import Preempted
 from rhmdiff.analysis import clustering_sweep, correlation_task, onestep, sensitivity_task, sweeps
 from rhmdiff.analysis import text as text_analysis
 from rhmdiff.config_check import ConfigError, validate
-from rhmdiff.data import text
+from rhmdiff.data import DataError
 
 TASKS = {"oracle": evaluate.run_oracle, "rhm": evaluate.run_rhm, "clustering_sweep": clustering_sweep.run,
          "sweep": sweeps.run, "onestep": onestep.run, "correlations": correlation_task.run, "md4": md4_task.run,
@@ -114,7 +114,7 @@ def main(argv):
     except Preempted as e:
         print(f"rhmdiff: {e}; rerun the same command to resume", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
-    except (FloatingPointError, FileNotFoundError, text.DataError) as e:
+    except (FloatingPointError, FileNotFoundError, DataError) as e:
         print(f"rhmdiff: error: {e}", file=sys.stderr)
         sys.exit(1)
 

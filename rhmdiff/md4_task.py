@@ -29,7 +29,7 @@ from absl import logging
 from jax.tree_util import Partial
 
 from rhmdiff import train
-from rhmdiff._util import prepare_once, write_json, write_npy
+from rhmdiff._util import atomic_write, prepare_once, write_json, write_npy
 from rhmdiff.data import text
 from rhmdiff.diffusion import md4
 from rhmdiff.models.transformer import Transformer, num_params
@@ -53,7 +53,7 @@ def load_data(config, workdir: str) -> text.TokenData:
     prepare_once(lambda: text.prepare_tokens(config.data.path, config.data.tokenizer_path, token_dir,
                                              config.data.val_fraction, config.data.seed),
                  "data.token_dir", os.path.join(token_dir, "meta.json"))
-    return text.TokenData(token_dir, config.data.seq_len)
+    return text.TokenData(token_dir, config.data.seq_len, config.seed)
 
 
 def md4_loss_fn(model: Transformer, schedule: md4.MaskingSchedule, vocab_size: int):
@@ -116,7 +116,7 @@ def md4_setup(config, workdir: str) -> dict:
     vocab_size = data.vocab_size
     tokens_per_step = config.train.batch_size * config.data.seq_len
     if config.train.num_steps == -1:
-        config.train.num_steps = data.steps_per_epoch(config.train.batch_size)
+        config.train.num_steps = data.order.steps_per_epoch(config.train.batch_size)
     config.train.keep_steps = stage_steps(config.train.keep_tokens, tokens_per_step, config.train.num_steps)
     num_val = min(config.eval.val_sequences, data.num_sequences["val"])
     if num_val == 0:
@@ -128,7 +128,7 @@ def md4_setup(config, workdir: str) -> dict:
     val_x = data.sequences("val", np.arange(num_val))
     fit_kwargs = dict(
         params=params, loss_fn=md4_loss_fn(model, schedule, vocab_size),
-        batches=lambda start, num, rows: data.batches(config.seed, config.train.batch_size, start, num, rows),
+        batches=lambda start, num, rows: data.batches(config.train.batch_size, start, num, rows),
         validate=make_val_loss(k_val, model, schedule, val_x, vocab_size, config.eval.batch_size))
     return dict(data=data, model=model, schedule=schedule, vocab_size=vocab_size, fit_kwargs=fit_kwargs,
                 tokenizer=text.load_tokenizer(config.data.tokenizer_path), keys=dict(generate=k_gen),
@@ -138,10 +138,9 @@ def md4_setup(config, workdir: str) -> dict:
 def write_samples(workdir: str, x: np.ndarray, tokenizer) -> None:
     """``samples.npy`` (tokens) and ``samples.txt`` (decoded, one sample per block)."""
     write_npy(os.path.join(workdir, "samples.npy"), x)
-    with open(os.path.join(workdir, "samples.txt.tmp"), "w") as f:
+    with atomic_write(os.path.join(workdir, "samples.txt")) as f:
         for i, seq in enumerate(x):
             f.write(f"===== sample {i} =====\n{tokenizer.decode(seq.tolist())}\n")
-    os.replace(os.path.join(workdir, "samples.txt.tmp"), os.path.join(workdir, "samples.txt"))
 
 
 def run(config, workdir: str, stop_at: int | None = None) -> dict | None:

@@ -44,10 +44,14 @@ def _kernel_block_sum(a, b, kernel: str, bandwidth):
 
 
 def _kernel_sum(a, b, kernel: str, bandwidth: float, block: int) -> float:
+    """Sum of k(a_i, b_j) over all pairs; with ``b is a`` only the blocks on and above the
+    diagonal are computed (the kernel matrix is symmetric)."""
+    symmetric = b is a
     total = 0.0
     for i in range(0, len(a), block):
-        for j in range(0, len(b), block):
-            total += float(_kernel_block_sum(a[i:i + block], b[j:j + block], kernel, bandwidth))
+        for j in range(i if symmetric else 0, len(b), block):
+            weight = 2.0 if symmetric and j > i else 1.0
+            total += weight * float(_kernel_block_sum(a[i:i + block], b[j:j + block], kernel, bandwidth))
     return total
 
 

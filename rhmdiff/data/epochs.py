@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rhmdiff.data import DataError
+
 
 class EpochOrder:
     """Epoch ``e`` visits the ``n`` items in the order of a permutation drawn from
@@ -24,6 +26,6 @@ class EpochOrder:
         """Item indices of rows ``rows`` of the global batch at ``step``."""
         per_epoch = self.steps_per_epoch(batch_size)
         if per_epoch == 0:
-            raise ValueError(f"batch_size = {batch_size} exceeds the {self.n} items")
+            raise DataError(f"train.batch_size = {batch_size} exceeds the {self.n} training items")
         epoch, i = divmod(step, per_epoch)
         return self.permutation(epoch)[i * batch_size:(i + 1) * batch_size][rows]

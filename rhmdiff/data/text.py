@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rhmdiff._util import write_json
+from rhmdiff.data import DataError
 from rhmdiff.data.epochs import EpochOrder
 
 EOT = "<|endoftext|>"
@@ -41,10 +42,6 @@ EOT = "<|endoftext|>"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPLIT_BLOCK = 1024  # documents per tokenization batch and per block of the seeded split
 FORMAT_VERSION = 1
-
-
-class DataError(ValueError):
-    """The corpus, tokenizer or token files cannot give what the config asks for."""
 
 
 def text_extra(name: str):
@@ -163,9 +160,10 @@ def _write_block(enc, batch, to_val, files, counts, num_documents):
 
 
 class TokenData:
-    """Packed sequences of ``seq_len`` tokens from a :func:`prepare_tokens` directory."""
+    """Packed sequences of ``seq_len`` tokens from a :func:`prepare_tokens` directory; training
+    batches in the seeded epoch order ``order`` (:class:`rhmdiff.data.epochs.EpochOrder`)."""
 
-    def __init__(self, token_dir: str, seq_len: int):
+    def __init__(self, token_dir: str, seq_len: int, seed: int = 0):
         with open(os.path.join(token_dir, "meta.json")) as f:
             self.meta = json.load(f)
         self.seq_len = seq_len
@@ -174,7 +172,7 @@ class TokenData:
         self.num_sequences = {s: len(t) // seq_len for s, t in self.tokens.items()}
         if self.num_sequences["train"] == 0:
             raise DataError(f"data.seq_len = {seq_len} exceeds the {len(self.tokens['train'])} training tokens")
-        self._order = None
+        self.order = EpochOrder(self.num_sequences["train"], seed)
 
     @property
     def vocab_size(self) -> int:
@@ -187,16 +185,8 @@ class TokenData:
         offsets = index[:, None] * self.seq_len + np.arange(self.seq_len)
         return np.asarray(self.tokens[split][offsets.ravel()], np.int32).reshape(offsets.shape)
 
-    def batches(self, seed: int, batch_size: int, start: int, num: int, rows=slice(None)) -> np.ndarray:
+    def batches(self, batch_size: int, start: int, num: int, rows=slice(None)) -> np.ndarray:
         """Rows ``rows`` of the training batches of steps ``start..start+num-1``:
-        ``int32[num, rows, seq_len]`` (:class:`rhmdiff.data.epochs.EpochOrder` with ``seed``)."""
-        if batch_size > self.num_sequences["train"]:
-            raise DataError(f"train.batch_size = {batch_size} exceeds the {self.num_sequences['train']} "
-                            f"training sequences")
-        if self._order is None or self._order.seed != seed:
-            self._order = EpochOrder(self.num_sequences["train"], seed)
-        return np.stack([self.sequences("train", self._order.indices(batch_size, step, rows))
+        ``int32[num, rows, seq_len]``."""
+        return np.stack([self.sequences("train", self.order.indices(batch_size, step, rows))
                          for step in range(start, start + num)])
-
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return self.num_sequences["train"] // batch_size
