@@ -21,8 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench_unet import median_seconds  # noqa: E402 -- benchmarks/ is on the path when run as a script
-from rhmdiff import md4_task, train
-from rhmdiff.config_base import md4_config
+from rhmdiff import train
+from rhmdiff.config_base import sibling_config
+from rhmdiff.tasks import md4 as md4_task
 from rhmdiff.models.transformer import glu_hidden, num_params
 
 MD4_TOKENS_PER_S = {(12, 1, 1024): 75.0}
@@ -48,7 +49,7 @@ def main():
     parser.add_argument("--steps_per_call", type=int, default=1)
     args = parser.parse_args()
 
-    c = md4_config()
+    c = sibling_config(__file__.replace("benchmarks", "configs"), "md4_owt").get_config()
     c.model.update(num_layers=args.layers, dtype=args.dtype)
     c.data.seq_len = args.seq_len
     c.train.update(batch_size=args.batch, num_steps=10**6)

@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rhmdiff import evaluate, train
-from rhmdiff.config_base import rhm_config
+from rhmdiff import train
+from rhmdiff.config_base import sibling_config
+from rhmdiff.tasks import rhm as rhm_task
 
 AUTHORS_MS = {256: 16.0, 1024: 218.0}
 
@@ -49,10 +50,10 @@ def median_seconds(fn, repeats):
 
 
 def step_ms(width: int, optimizer: str, steps: int, repeats: int) -> float:
-    c = rhm_config()
+    c = sibling_config(__file__.replace("benchmarks", "configs"), "rhm_L3").get_config()
     c.model.width = width
     c.train.update(optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 1e-4)
-    setup = evaluate.rhm_setup(c)
+    setup = rhm_task.setup(c)
     kw = setup["fit_kwargs"]
     tx = train.make_optimizer(optimizer, c.train.lr, c.train.momentum, kw["lr_scale"])
     devices = jax.local_devices()[:1]

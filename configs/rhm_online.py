@@ -4,7 +4,7 @@ instead of epochs; the validation set still picks the best parameters.
     python -m rhmdiff.main --config=configs/rhm_online.py --workdir=runs/rhm_online
     python -m rhmdiff.main --config=configs/rhm_online.py:paper --workdir=runs/rhm_online_paper
 
-``cpu``: the grammar and model of ``configs/rhm_L3.py:cpu``, 60k steps (~2M samples seen).
+``cpu``: the model and training of ``configs/rhm_L3.py:cpu``, 60k steps of 32 fresh samples.
 ``paper``: that file's paper preset with online data.
 """
 from rhmdiff.config_base import sibling_config

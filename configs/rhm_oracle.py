@@ -1,18 +1,20 @@
-"""The Bayes-optimal (BP) denoiser as a D3PM sampler on an RHM.
+"""The Bayes-optimal (BP) denoiser as a D3PM sampler on an RHM (task ``oracle``).
 
     python -m rhmdiff.main --config=configs/rhm_oracle.py --workdir=runs/oracle
 
 Generates ``eval.num_generated`` sequences with the exact oracle sampler and with the
 factorized (per-token marginal) sampler, and measures the oracle's variational bound on
-``data.test_size`` held-out sequences. Finishes in about a minute on 2 CPU cores.
+``data.test_size`` held-out sequences. About a minute on 2 CPU cores.
 """
-from rhmdiff.config_base import rhm_config
+import ml_collections
+
+from rhmdiff.config_base import base_config
 
 
 def get_config():
-    c = rhm_config()
-    c.task = "oracle"
-    c.data.train_size = 0
-    c.data.val_size = 0
-    c.data.test_size = 1024
+    c = base_config("oracle", seed=0)
+    c.rhm = ml_collections.ConfigDict(dict(v=8, m=3, s=2, L=3, seed=0))
+    c.data = ml_collections.ConfigDict(dict(train_size=0, val_size=0, test_size=1024))
+    c.diffusion = ml_collections.ConfigDict(dict(T=1000, schedule="linear", beta_min=1e-4, beta_max=0.02))
+    c.eval = ml_collections.ConfigDict(dict(num_generated=1024))
     return c

@@ -12,7 +12,7 @@ from rhmdiff.config_base import base_config
 
 
 def get_config():
-    c = base_config()
-    c.task = "sensitivity"
-    c.sensitivity = ml_collections.ConfigDict(dict(sources=("runs/sweep_P/*",), num_data=1024, t=1))
+    c = base_config("sensitivity", seed=0)
+    # reset "other": the authors' R_l (another production at level l); "any": any of the m
+    c.sensitivity = ml_collections.ConfigDict(dict(sources=("runs/sweep_P/*",), num_data=1024, t=1, reset="other"))
     return c

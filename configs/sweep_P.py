@@ -5,8 +5,8 @@
 
 One ``rhm`` training per P (resumable: finished points are skipped on rerun), then A_1..A_L
 vs P and vs P / m^{l+1}. ``cpu``: the grammar and model of ``configs/rhm_L3.py:cpu``,
-P from 128 to 4096, 30k steps at most, 512 generated sequences per point (~20 minutes on
-2 CPU cores). ``paper``: rhm_L3's paper preset, P from 2^10 to 2^20, 3 seeds.
+P from 128 to 4096, 30k steps at most, 512 generated sequences per point. ``paper``:
+rhm_L3's paper preset, P from 2^10 to 2^20, 3 seeds.
 """
 import ml_collections
 

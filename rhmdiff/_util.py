@@ -1,13 +1,10 @@
 """Small helpers shared by several modules."""
-import contextlib
-import json
-import os
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 
 def is_concrete(x) -> bool:
@@ -51,37 +48,10 @@ def natural_order(path: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
-@contextlib.contextmanager
-def atomic_write(path, mode: str = "w"):
-    """Open ``path + ".tmp"`` for writing and rename it to ``path`` once the block has
-    finished: readers never see a half-written file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, mode) as f:
-        yield f
-    os.replace(tmp, path)
-
-
-def write_npy(path, array) -> None:
-    """Write ``array`` as ``.npy`` atomically."""
-    with atomic_write(path, "wb") as f:
-        np.save(f, np.asarray(array))
-
-
-def write_json(path, obj) -> None:
-    """Write ``obj`` as JSON atomically."""
-    with atomic_write(path) as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-
-
-def prepare_once(prepare, field: str, output: str) -> None:
-    """Run ``prepare()`` (tokenize or convert a data set into the file ``output``) on process 0
-    only; on a multi-host run, every process then waits until it is done and checks that it
-    sees ``output`` (``field`` names the config field to fix otherwise)."""
-    if jax.process_index() == 0:
-        prepare()
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f"rhmdiff {field} ready")
-        if not os.path.exists(output):
-            raise FileNotFoundError(f"{field}: {output} is not visible from process {jax.process_index()}: "
-                                    "put it on a shared filesystem")
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar shown only on process 0 and only when stderr is a terminal (so
+    logs of batch jobs stay free of carriage-return noise)."""
+    from tqdm.auto import tqdm
+    hidden = kwargs.pop("disable", False)
+    show = jax.process_index() == 0 and sys.stderr.isatty() and not hidden
+    return tqdm(iterable, disable=not show, **kwargs)

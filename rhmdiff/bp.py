@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rhmdiff._util import expand_right
+from rhmdiff._util import expand_right, is_concrete
 from rhmdiff.rhm import Grammar, _check_grammar, production
 
 
@@ -82,7 +82,8 @@ def _posterior_sample(key, g: Grammar, log_ev):
         logits = jnp.take_along_axis(joint[l], h[:, None, None], axis=1)[:, 0]  # [n, m]
         j = jax.random.categorical(keys[l - 1], logits, axis=-1)
         h = production(g, l, h, j).reshape(-1)
-    return h.astype(jnp.int32)
+    possible = jnp.isfinite(jax.nn.logsumexp(ups[g.L][0]))
+    return jnp.where(possible, h, -1).astype(jnp.int32)
 
 
 def _check_evidence(g: Grammar, log_ev):
@@ -132,15 +133,27 @@ def log_likelihood(g: Grammar, log_ev):
 
 
 def posterior_sample(key, g: Grammar, log_ev):
-    """One exact joint draw ``x ~ p(x | obs)`` per sequence, int32 ``[..., d]``."""
+    """One exact joint draw ``x ~ p(x | obs)`` per sequence, int32 ``[..., d]``; a sequence
+    whose evidence is impossible under the grammar (likelihood 0) comes back as all -1."""
     return _posterior_sample_jit(key, g, _check_evidence(g, log_ev))
+
+
+def _check_observed(x_t, high: int, what: str):
+    """``x_t`` as an integer array; ValueError if a (concrete) value lies outside [0, high)."""
+    x_t = jnp.asarray(x_t)
+    if not jnp.issubdtype(x_t.dtype, jnp.integer):
+        raise ValueError(f"x_t must be integers, got dtype {x_t.dtype}")
+    if is_concrete(x_t) and x_t.size and (int(x_t.min()) < 0 or int(x_t.max()) >= high):
+        raise ValueError(f"x_t must lie in [0, {high}) ({what}), got values in [{int(x_t.min())}, {int(x_t.max())}]")
+    return x_t
 
 
 def uniform_noise_evidence(x_t, alpha_bar, v: int):
     """Evidence of uniform D3PM noise: ``log p(x_t = b | x_0 = a) = log(alpha_bar [a == b]
     + (1 - alpha_bar) / v)``. ``alpha_bar`` is a scalar or per-sequence (broadcast from the
-    left against ``x_t``'s leading axes). Returns float32 ``[..., d, v]``."""
-    x_t = jnp.asarray(x_t)
+    left against ``x_t``'s leading axes). Returns float32 ``[..., d, v]``. ValueError for
+    tokens outside [0, v)."""
+    x_t = _check_observed(x_t, v, "the v symbols")
     ab = expand_right(jnp.asarray(alpha_bar, jnp.float32), x_t.ndim)[..., None]
     probs = ab * jax.nn.one_hot(x_t, v, dtype=jnp.float32) + (1.0 - ab) / v
     return jnp.log(probs)
@@ -148,8 +161,13 @@ def uniform_noise_evidence(x_t, alpha_bar, v: int):
 
 def mask_evidence(x_t, mask_id: int, v: int):
     """Evidence of masking: positions equal to ``mask_id`` get uniform evidence (0), the
-    others 0 on the observed symbol and -inf elsewhere. Returns float32 ``[..., d, v]``."""
-    x_t = jnp.asarray(x_t)
+    others 0 on the observed symbol and -inf elsewhere. Returns float32 ``[..., d, v]``.
+    ValueError for a ``mask_id`` in [0, v) or tokens that are neither a symbol nor the mask."""
+    if 0 <= mask_id < v:
+        raise ValueError(f"mask_id must not be one of the v = {v} symbols, got {mask_id}")
+    x_t = _check_observed(x_t, max(v, mask_id + 1), f"the v symbols or mask_id = {mask_id}")
+    if is_concrete(x_t) and bool(((x_t >= v) & (x_t != mask_id)).any()):
+        raise ValueError(f"x_t must hold symbols in [0, {v}) or mask_id = {mask_id}")
     observed = jax.nn.one_hot(x_t, v, dtype=jnp.bool_)
     masked = (x_t == mask_id)[..., None]
     return jnp.where(masked | observed, 0.0, -jnp.inf).astype(jnp.float32)

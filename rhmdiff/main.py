@@ -1,122 +1,150 @@
-"""Entry point: ``python -m rhmdiff.main --config=configs/X.py --workdir=DIR [--config.key=value]``.
+"""The command line: ``python -m rhmdiff.main --config=configs/X.py[:preset] --workdir=DIR
+[--config.key=value ...] [--check]``.
 
-The config file's ``get_config()`` gives an ml_collections ConfigDict (locked: overriding
-a key that does not exist is an error); ``config.task`` picks the job. Bad values end the
-run before any compute with one line on stderr naming the field.
+Parse the config file (``get_config()`` gives a locked ml_collections ConfigDict: a key
+that does not exist, or a value of another type, is an error), look the task module up by
+``config.task`` (:mod:`rhmdiff.tasks`), validate the config and the inputs it names, then
+(multi-process runs) join the other processes and check that they run the same config, claim
+the workdir (:mod:`rhmdiff.workdir`) and run the task. ``--check`` stops after the
+validation, prints the resolved config and writes nothing.
+
+Every refusal is one line on stderr without a traceback: exit 2 for a bad config value, flag
+or workdir, 1 for unusable data and failed runs, 143 after a preemption (rerun to resume).
 """
+import hashlib
 import json
 import logging as std_logging
 import os
-import shutil
 import signal
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rhmdiff import ddpm_task, evaluate, md4_task
-from rhmdiff._util import write_json
-from rhmdiff.train import Preempted
-from rhmdiff.analysis import clustering_sweep, correlation_task, onestep, sensitivity_task, sweeps
-from rhmdiff.analysis import text as text_analysis
-from rhmdiff.config_check import ConfigError, validate
-from rhmdiff.data import DataError
-
-TASKS = {"oracle": evaluate.run_oracle, "rhm": evaluate.run_rhm, "clustering_sweep": clustering_sweep.run,
-         "sweep": sweeps.run, "onestep": onestep.run, "correlations": correlation_task.run, "md4": md4_task.run,
-         "text_analysis": text_analysis.run, "ddpm": ddpm_task.run, "sensitivity": sensitivity_task.run}
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:preset]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory (local path or gs:// URL) for checkpoints, metrics "
+                               "and results.")
+_CHECK = flags.DEFINE_bool("check", False, "Validate the config and its inputs, print the resolved config and "
+                           "exit without writing anything.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _fail(code: int, message: str):
+    print(f"rhmdiff: error: {message}".splitlines()[0], file=sys.stderr)
+    sys.exit(code)
+
+
 def _parse_flags(argv):
-    """absl flag parsing, with any error (unknown config key, wrong type) as one line."""
+    """absl flag parsing, with any error (missing config file, unknown key, wrong type) as one line."""
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # noqa: BLE001 -- every parse error becomes a one-line message
         what = f"unknown config key {e}" if isinstance(e, (AttributeError, KeyError)) else str(e)
-        print(f"rhmdiff: error: {what}".splitlines()[0], file=sys.stderr)
-        sys.exit(2)
+        if isinstance(e, (FileNotFoundError, OSError)) or "No such file" in what:
+            what = f"--config: {what}"
+        _fail(2, what)
+
+
+def _validate_run_control(config) -> None:
+    from rhmdiff import config_check as check
+    for field in ("overwrite", "distributed", "restart"):
+        if field in config:
+            check.flag(config, field)
+    if "coordinator_timeout" in config:
+        check.integer(config, "coordinator_timeout", 1)
 
 
 def initialize_distributed(config) -> None:
     """``jax.distributed.initialize()`` for multi-process runs: explicitly from
     ``JAX_COORDINATOR_ADDRESS`` + ``RHMDIFF_NUM_PROCESSES`` + ``RHMDIFF_PROCESS_ID`` (as
     ``launch/local_multiprocess.sh`` sets them), or by JAX's cluster auto-detection (Cloud TPU
-    pods, SLURM, ...) when ``config.distributed`` is set or SLURM runs several tasks."""
+    pods, SLURM, ...) when ``config.distributed`` is set or SLURM runs several tasks. Waits at
+    most ``config.coordinator_timeout`` seconds for the coordinator."""
+    import jax
     env = os.environ
+    timeout = int(config.get("coordinator_timeout", 300))
+    explicit = ("RHMDIFF_NUM_PROCESSES", "RHMDIFF_PROCESS_ID", "JAX_COORDINATOR_ADDRESS")
     if "RHMDIFF_NUM_PROCESSES" in env:
+        missing = [k for k in explicit if not env.get(k)]
+        if missing:
+            raise RuntimeError(f"multi-process environment incomplete: {', '.join(missing)} not set")
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process CPU collectives
         jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["RHMDIFF_NUM_PROCESSES"]),
-                                   int(env["RHMDIFF_PROCESS_ID"]))
+                                   int(env["RHMDIFF_PROCESS_ID"]), initialization_timeout=timeout)
     elif config.get("distributed", False) or int(env.get("SLURM_NTASKS", "1")) > 1:
-        jax.distributed.initialize()
+        jax.distributed.initialize(initialization_timeout=timeout)
 
 
-def _first_difference(old, new, prefix="config"):
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = _first_difference(a, b, f"{prefix}.{k}")
-            if found:
-                return found
-        elif a != b:
-            return f"{prefix}.{k}: {a!r} -> {b!r}"
-    return None
+def agree_on_config(config) -> None:
+    """Every process must run the same experiment: compare a hash of the config across them."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
 
-
-def claim_workdir(config, workdir: str) -> None:
-    """Refuse (ConfigError) a workdir that holds a run with a different config, unless
-    ``config.overwrite``; then its old files are deleted. Records ``workdir/config.json``."""
-    current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
-    for k in ("overwrite", "distributed"):
-        current.pop(k, None)
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
-        difference = _first_difference(stored, current)
-        if difference and not config.get("overwrite", False):
-            raise ConfigError("overwrite", f"workdir {workdir} holds a run with a different config "
-                              f"({difference}); use another --workdir or --config.overwrite=True")
-        if difference and jax.process_index() == 0:
-            logging.warning("overwrite: deleting the previous run in %s (%s)", workdir, difference)
-            shutil.rmtree(workdir)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        write_json(path, current)
+    from rhmdiff.workdir import experiment
+    if jax.process_count() == 1:
+        return
+    digest = hashlib.sha256(json.dumps(experiment(config), sort_keys=True).encode()).digest()[:8]
+    hashes = np.asarray(multihost_utils.process_allgather(np.frombuffer(digest, np.uint8)))
+    differ = [i for i in range(len(hashes)) if not np.array_equal(hashes[i], hashes[0])]
+    if differ:
+        from rhmdiff.config_check import ConfigError
+        raise ConfigError("task", f"the processes were started with different configs (process {differ[0]} "
+                          "differs from process 0): give every process the same --config and overrides")
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        _fail(2, f"unexpected arguments {argv[1:]}: use --config=FILE[:preset] --workdir=DIR [--config.key=value]")
+    from rhmdiff import tasks
+    from rhmdiff.config_check import ConfigError
+    from rhmdiff.data import DataError
+    from rhmdiff.files import dumps
+    from rhmdiff.workdir import WorkdirError, claim_all, experiment
+
     config, workdir = _CONFIG.value, _WORKDIR.value
     try:
-        validate(config, TASKS)
+        task = tasks.load(config.get("task"))
+        _validate_run_control(config)
+        task.validate(config)
+    except (ConfigError, WorkdirError) as e:
+        _fail(2, str(e))
+    except (DataError, FileNotFoundError) as e:
+        _fail(1, str(e))
+    if _CHECK.value:
+        print(dumps(experiment(config)))
+        print(f"rhmdiff: config OK (task {config.task}); nothing written", file=sys.stderr)
+        return
+    import jax
+    try:
         initialize_distributed(config)
-        if "train" in config and config.train.batch_size % jax.device_count():
+    except Exception as e:  # noqa: BLE001 -- coordinator unreachable, bad environment: one line
+        _fail(2, f"multi-process set-up failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    from rhmdiff.train import CheckpointError, Preempted
+    try:
+        agree_on_config(config)
+        if "train" in config and "batch_size" in config.train and config.train.batch_size % jax.device_count():
             raise ConfigError("train.batch_size", f"must be divisible by the {jax.device_count()} devices "
                               f"({jax.process_count()} processes), got {config.train.batch_size}")
-        claim_workdir(config, workdir)
-    except ConfigError as e:
-        print(f"rhmdiff: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        claim = claim_all(config, workdir, task.MUTABLE)
+    except (ConfigError, WorkdirError) as e:
+        _fail(2, str(e))
     # orbax logs every checkpoint step at INFO; keep its warnings and errors only.
     logging.get_absl_handler().addFilter(
         lambda record: "orbax" not in record.pathname or record.levelno >= std_logging.WARNING)
     logging.info("task %s, workdir %s; process %d of %d, %d local / %d global devices: %s", config.task, workdir,
                  jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices())
-    try:
-        TASKS[config.task](config, workdir)
-    except Preempted as e:
-        print(f"rhmdiff: {e}; rerun the same command to resume", file=sys.stderr)
-        sys.exit(128 + signal.SIGTERM)
-    except (FloatingPointError, FileNotFoundError, DataError) as e:
-        print(f"rhmdiff: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    with claim:
+        try:
+            task.run(config, claim.path)
+        except Preempted as e:
+            print(f"rhmdiff: {e}; rerun the same command to resume", file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
+        except (ConfigError, WorkdirError) as e:
+            _fail(2, str(e))
+        except (FloatingPointError, FileNotFoundError, DataError, CheckpointError) as e:
+            _fail(1, str(e))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ MAX_TUPLE_CODES = 2**31 - 1
 DENSE_TABLE_MAX = 2**22
 # Above this number of sequences the index draw falls back to i.i.d. draws + dedup.
 MAX_EXACT_INDEX = 2**62
+# Sequences longer than this (d = s**L visible tokens) are refused: nothing downstream scales there.
+MAX_TOKENS = 2**16
 
 
 @struct.dataclass
@@ -67,6 +69,8 @@ def check_sizes(v: int, m: int, s: int, L: int) -> None:
             f"among v**s = {v ** s} tuples), got m={m}")
     if v**s > MAX_TUPLE_CODES:
         raise ValueError(f"s too large: v**s = {v ** s}, tuple codes are int32 so v**s must be < 2**31")
+    if L * np.log2(s) > np.log2(MAX_TOKENS):
+        raise ValueError(f"L must keep d = s**L <= {MAX_TOKENS} visible tokens, got s={s}, L={L}")
 
 
 def _check_grammar(g: Grammar) -> None:
@@ -226,36 +230,44 @@ def sample_distinct(key, g: Grammar, num: int):
     return _from_choices(g, labels, jnp.asarray(rows[:, 1:], jnp.int32)), labels
 
 
-def _parent_lookup(g: Grammar, level: int):
-    """Function mapping tuple codes of level ``level-1`` to their level-``level`` parent
-    (or -1 if the tuple is not a production): dense table when v**s is small, sorted
-    codes + searchsorted otherwise."""
+def _production_lookup(g: Grammar, level: int):
+    """Function mapping tuple codes of level ``level-1`` to the production that makes them,
+    ``a * m + j`` for production j of the level-``level`` symbol a (or -1 if the tuple is not
+    a production): dense table when v**s is small, sorted codes + searchsorted otherwise."""
     powers = jnp.asarray(g.v ** np.arange(g.s - 1, -1, -1), jnp.int32)
-    codes = (g.rules[level - 1] * powers).sum(-1).ravel()  # [v*m]
-    parents = jnp.repeat(jnp.arange(g.v, dtype=jnp.int32), g.m)
+    codes = (g.rules[level - 1] * powers).sum(-1).ravel()  # [v*m], entry a*m + j
+    ids = jnp.arange(g.v * g.m, dtype=jnp.int32)
     if g.v**g.s <= DENSE_TABLE_MAX:
-        table = jnp.full((g.v**g.s,), -1, jnp.int32).at[codes].set(parents)
+        table = jnp.full((g.v**g.s,), -1, jnp.int32).at[codes].set(ids)
         return lambda c: table[c]
     order = jnp.argsort(codes)
-    sorted_codes, sorted_parents = codes[order], parents[order]
+    sorted_codes, sorted_ids = codes[order], ids[order]
 
     def lookup(c):
         pos = jnp.clip(jnp.searchsorted(sorted_codes, c), 0, codes.size - 1)
-        return jnp.where(sorted_codes[pos] == c, sorted_parents[pos], -1)
+        return jnp.where(sorted_codes[pos] == c, sorted_ids[pos], -1)
     return lookup
 
 
 @jax.jit
-def _decode(g: Grammar, tokens):
+def _productions(g: Grammar, tokens):
+    """Per level l = 1..L, the production id (``a * m + j``) of every level-l node, int32
+    ``[num, s**(L-l)]``; -1 where the tuple below is not a production or holds a -1."""
     powers = jnp.asarray(g.v ** np.arange(g.s - 1, -1, -1), jnp.int32)
     h, out = tokens, []
     for level in range(1, g.L + 1):
         t = h.reshape(h.shape[0], -1, g.s)
         ok = jnp.all((t >= 0) & (t < g.v), axis=-1)
         code = (jnp.clip(t, 0, g.v - 1) * powers).sum(-1)
-        h = jnp.where(ok, _parent_lookup(g, level)(code), -1)
-        out.append(h)
+        prod = jnp.where(ok, _production_lookup(g, level)(code), -1)
+        h = jnp.where(prod >= 0, prod // g.m, -1)
+        out.append(prod)
     return out
+
+
+@jax.jit
+def _decode(g: Grammar, tokens):
+    return [jnp.where(p >= 0, p // g.m, -1) for p in _productions(g, tokens)]
 
 
 def decode(g: Grammar, tokens):
@@ -277,29 +289,54 @@ def level_accuracy(g: Grammar, tokens):
     return _level_accuracy(g, _check_tokens(g, tokens))
 
 
+@jax.jit
+def _tuple_accuracy(g: Grammar, tokens):
+    return jnp.stack([jnp.mean(h >= 0) for h in _decode(g, tokens)]).astype(jnp.float32)
+
+
+def tuple_accuracy(g: Grammar, tokens):
+    """float32[L]: entry l-1 is the fraction of level-l positions whose symbol is valid in
+    :func:`decode`, averaged over positions and sequences -- the A_l of the authors' code (its
+    per-position fraction of valid level-l tuples, averaged over positions). Equal to
+    :func:`level_accuracy` at l = L (one position); above it elsewhere."""
+    return _tuple_accuracy(g, _check_tokens(g, tokens))
+
+
 def is_valid(g: Grammar, tokens):
     """bool[num]: the sequence satisfies the rules at every level."""
     return decode(g, tokens)[-1][:, 0] >= 0
 
 
-@functools.partial(jax.jit, static_argnames="level")
-def _reset_synonyms(key, g: Grammar, tokens, level: int):
-    latents = _decode(g, tokens)[level - 1]
-    n_choices = sum(g.s ** (g.L - l) for l in range(1, level + 1))
-    choices = jax.random.randint(key, (tokens.shape[0], n_choices), 0, g.m, dtype=jnp.int32)
-    fresh = _expand(g, jnp.maximum(latents, 0), _split_choices(g, choices, level), level)
+@functools.partial(jax.jit, static_argnames=("level", "same_allowed"))
+def _reset_synonyms(key, g: Grammar, tokens, level: int, same_allowed: bool):
+    prod = _productions(g, tokens)[level - 1]  # [num, s**(L-level)]: the productions at the reset level
+    latents = jnp.where(prod >= 0, prod // g.m, -1)
+    k_top, k_below = jax.random.split(key)
+    if same_allowed or g.m == 1:
+        top = jax.random.randint(k_top, prod.shape, 0, g.m, dtype=jnp.int32)
+    else:  # uniform among the m - 1 other productions
+        top = (prod % g.m + jax.random.randint(k_top, prod.shape, 1, g.m, dtype=jnp.int32)) % g.m
+    n_below = sum(g.s ** (g.L - l) for l in range(1, level))
+    below = jax.random.randint(k_below, (tokens.shape[0], n_below), 0, g.m, dtype=jnp.int32)
+    choices = _split_choices(g, jnp.concatenate([top, below], 1), level)
+    fresh = _expand(g, jnp.maximum(latents, 0), choices, level)
     keep = jnp.repeat(latents < 0, g.s**level, axis=1)
     return jnp.where(keep, tokens, fresh)
 
 
-def reset_synonyms(key, g: Grammar, tokens, level: int):
+def reset_synonyms(key, g: Grammar, tokens, level: int, same_allowed: bool = False):
     """The paper's R_l (Appendix D.1): keep every level-``level`` latent of each sequence
     and redraw all production choices below it (levels ``level`` .. 1), i.e. replace each
-    level-(level-1) tuple and everything under it by a random synonym derivation.
+    level-(level-1) tuple and everything under it by a synonym derivation.
 
-    Subtrees whose level-``level`` latent is invalid (-1 in :func:`decode`) are kept as they are.
+    As in the authors' code, the production of each level-``level`` latent is redrawn among
+    its *other* m - 1 productions (uniformly; the authors' code picks the next production
+    with probability 2/m), so the level-(level-1) tuple always changes when m > 1; the
+    choices below are redrawn freely. ``same_allowed=True``: all m productions, so the tuple
+    stays the same with probability 1/m (rhmdiff 0.1's R_l). Subtrees whose level-``level``
+    latent is invalid (-1 in :func:`decode`) are kept as they are.
     """
     tokens = _check_tokens(g, tokens)
     if not isinstance(level, (int, np.integer)) or not 1 <= level <= g.L:
         raise ValueError(f"level must be an integer in [1, L] = [1, {g.L}], got {level!r}")
-    return _reset_synonyms(key, g, tokens, int(level))
+    return _reset_synonyms(key, g, tokens, int(level), bool(same_allowed))

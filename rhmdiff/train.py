@@ -33,10 +33,12 @@ from the newest checkpoint that loads; the result is identical to an uninterrupt
 
 Optional ``config.train`` fields (defaults in brackets): ``lr_schedule`` ["constant"] or
 "cosine" (decay to 0 at ``num_steps``), ``warmup_steps`` [0] (linear warmup from 0),
-``weight_decay`` [0] (``optimizer="adamw"``), ``grad_clip`` [0 = off] (global norm), ``b2``
-[0.999] (Adam), ``ema_decay`` [0 = off]: an exponential moving average of the parameters
-(bias-corrected, :func:`debiased_ema`) is kept and used for validation, the best parameters
-and the stages; ``keep_steps`` [()]:
+``lr_decay_steps`` [0: ``num_steps``] (horizon of the decay), ``weight_decay`` [0]
+(``optimizer="adamw"``), ``grad_clip`` [0 = off] (global norm), ``b2`` [0.999] (Adam),
+``ema_decay`` [0 = off]: an exponential moving average of the parameters is kept and used
+for validation, the best parameters and the stages (``ema_debias`` [True]: started at zero
+and bias-corrected; False: started at the initial weights, as MD4 and improved-diffusion;
+:func:`ema_params`); ``keep_steps`` [()]:
 steps whose (EMA) parameters are kept for good in ``workdir/stages`` (e.g. log-spaced
 numbers of training tokens, for analyses per training stage).
 """
@@ -58,9 +60,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import struct
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
-from rhmdiff._util import atomic_write, write_json
+from rhmdiff._util import progress
+from rhmdiff.files import as_path, atomic_write, is_remote, write_json
 
 AXIS = "devices"
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -70,6 +72,10 @@ MAX_CONSECUTIVE_NONFINITE = 100
 
 class Preempted(Exception):
     """Training stopped on SIGTERM / an orbax preemption notice after saving a checkpoint."""
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoints of a run cannot be used as they are; the message is one line."""
 
 
 @struct.dataclass
@@ -114,11 +120,17 @@ def make_optimizer(name: str, lr: float, momentum: float = 0.9, lr_scale: float 
     return optax.apply_if_finite(inner, max_nonfinite)
 
 
-def optimizer_from_config(tc, lr_scale: float = 1.0, max_nonfinite: int = MAX_CONSECUTIVE_NONFINITE):
-    """:func:`make_optimizer` from ``config.train`` (optional fields take their defaults)."""
+def optimizer_from_config(tc, lr_scale: float = 1.0, max_nonfinite: int = MAX_CONSECUTIVE_NONFINITE,
+                          num_steps: int | None = None):
+    """:func:`make_optimizer` from ``config.train`` (optional fields take their defaults).
+    A decaying schedule reaches 0 at ``train.lr_decay_steps`` when set (MD4 decays over its
+    own horizon, longer than the paper's one epoch), else at the run's ``num_steps``
+    (default ``train.num_steps``)."""
+    horizon = tc.get("lr_decay_steps", 0) or (tc.num_steps if num_steps is None else num_steps)
     return make_optimizer(tc.optimizer, tc.lr, tc.get("momentum", 0.9), lr_scale, max_nonfinite,
                           lr_schedule=tc.get("lr_schedule", "constant"), warmup_steps=tc.get("warmup_steps", 0),
-                          num_steps=tc.num_steps, weight_decay=tc.get("weight_decay", 0.0),
+                          num_steps=horizon,
+                          weight_decay=tc.get("weight_decay", 0.0),
                           grad_clip=tc.get("grad_clip", 0.0), b2=tc.get("b2", 0.999))
 
 
@@ -133,11 +145,15 @@ def example_keys(key, step, first, num):
     return jax.vmap(lambda i: jax.random.fold_in(k, i))(first + jnp.arange(num))
 
 
-def debiased_ema(state: TrainState, decay: float):
-    """The bias-corrected moving average ``ema / (1 - decay^step)`` (Adam's correction; the
-    average starts at zero), i.e. a weighted mean of the parameters seen so far: early
-    stages are not dominated by the initialization. The parameters themselves at step 0."""
+def ema_params(state: TrainState, decay: float, debias: bool):
+    """The parameters to evaluate when an EMA is kept. ``debias=False`` (MD4 and
+    improved-diffusion): the average started at the initial weights, used as it is.
+    ``debias=True``: it started at zero and is divided by ``1 - decay^step`` (Adam's
+    correction), i.e. a weighted mean of the parameters seen so far, so early stages are not
+    dominated by the initialization; the parameters themselves at step 0."""
     step = int(state.step)
+    if not debias:
+        return state.ema_params
     if step == 0:
         return state.params
     return jax.tree_util.tree_map(lambda e: np.asarray(e / (1.0 - decay**step), e.dtype), state.ema_params)
@@ -204,10 +220,10 @@ class Checkpoints:
     bookkeeping, 2 kept), ``best/`` (the parameters with the lowest validation loss) and
     ``stages/`` (the parameters at every step of ``train.keep_steps``, all kept)."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir):
         options = lambda keep: ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         manager = lambda name, keep, items: ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), name), options=options(keep), item_names=items)
+            as_path(workdir) / name, options=options(keep), item_names=items)
         self.latest = manager("checkpoints", 2, ("state", "meta"))
         self.best = manager("best", 1, ("params",))
         self.stages = manager("stages", None, ("params",))
@@ -236,6 +252,7 @@ class Checkpoints:
     def restore_best(self, abstract_params):
         return self._restore_params(self.best, self.best.latest_step(), abstract_params)
 
+
     def save_stage(self, step: int, params):
         if step not in self.stages.all_steps():  # a resumed run passes the same step again
             self.stages.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
@@ -260,39 +277,81 @@ class Checkpoints:
             manager.close()
 
 
+def restore_best(run_dir, abstract_params):
+    """The best parameters a finished run kept in ``run_dir/best`` (shapes from ``abstract_params``)."""
+    ckpt = Checkpoints(run_dir)
+    try:
+        return ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_params))
+    finally:
+        ckpt.close()
+
+
+def read_metrics(path) -> list[dict]:
+    """The rows of a ``metrics.jsonl``; a torn last line (a kill during the write, a full
+    disk) is dropped with a warning, a broken line elsewhere is an error naming the file."""
+    path = as_path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):
+                logging.warning("%s: dropping a torn last line (%d characters)", path, len(line))
+                break
+            raise ValueError(f"{path}: line {number} is not JSON") from None
+    return rows
+
+
 class MetricWriter:
     """Scalars to ``metrics.jsonl`` (one JSON object per evaluation) and TensorBoard event
     files (tensorboardX, no TensorFlow). Only process 0 writes. On resume, lines after the
     restored step are dropped so the file matches an uninterrupted run."""
 
-    def __init__(self, workdir: str, resume_step: int):
+    def __init__(self, workdir, resume_step: int):
         self.enabled = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = as_path(workdir) / "metrics.jsonl"
+        self.tb = None
         if not self.enabled:
             return
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-            with atomic_write(self.path) as f:
-                f.writelines(kept)
-        from tensorboardX import SummaryWriter
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+        self.rows = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
+        self._rewrite()
+        try:
+            from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(os.fspath(as_path(workdir) / "tensorboard"), purge_step=resume_step + 1)
+        except Exception as e:  # noqa: BLE001 -- e.g. an object store tensorboardX cannot write to
+            logging.warning("no TensorBoard events (%s: %s); metrics.jsonl has every value", type(e).__name__, e)
+
+    def _rewrite(self):
+        with atomic_write(self.path) as f:
+            f.writelines(json.dumps(row) + "\n" for row in self.rows)
 
     def write(self, step: int, scalars: dict, jsonl: bool = True):
         if not self.enabled:
             return
-        for name, value in scalars.items():
-            self.tb.add_scalar(name, value, step)
+        if self.tb is not None:
+            for name, value in scalars.items():
+                self.tb.add_scalar(name, value, step)
         if jsonl:
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": step, **scalars}) + "\n")
+            self.rows.append({"step": step, **scalars})
+            if is_remote(self.path):  # object stores cannot append: the whole (small) file again
+                self._rewrite()
+            else:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(self.rows[-1]) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
 
     def close(self):
-        if self.enabled:
+        if self.tb is not None:
             self.tb.close()
 
 
-def fit_until_done(config, workdir: str, stop_at: int | None = None, **fit_kwargs) -> dict | None:
+def fit_until_done(config, workdir, stop_at: int | None = None, **fit_kwargs) -> dict | None:
     """:func:`fit` for a task: raises :class:`Preempted` after a preemption, returns None when
     ``stop_at`` ended training early, else fit's output with ``"seconds"`` of training."""
     t0 = time.perf_counter()
@@ -304,16 +363,21 @@ def fit_until_done(config, workdir: str, stop_at: int | None = None, **fit_kwarg
     return dict(fitted, seconds=time.perf_counter() - t0)
 
 
-def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, validate: Callable,
-        lr_scale: float = 1.0, stop_at: int | None = None, devices=None) -> dict:
+def fit(config, workdir, *, params, loss_fn: Callable, batches: Callable, validate: Callable,
+        lr_scale: float = 1.0, num_steps: int | None = None, keep_steps=None, stop_at: int | None = None,
+        devices=None) -> dict:
     """Train (or resume) with ``config.train`` = {optimizer, lr, momentum, batch_size,
     num_steps, eval_every, patience, steps_per_call} and seed ``config.seed``.
 
+    ``num_steps`` and ``keep_steps`` replace ``train.num_steps`` / ``train.keep_steps`` when
+    the task derives them (e.g. one epoch of a corpus).
     ``stop_at``: stop after that step as if preempted (the run resumes on the next call).
     ``devices``: the local devices to use (default: all of ``jax.local_devices()``).
     Returns ``{"params": best parameters, "best_step", "best_val_loss", "steps",
     "stopped_early", "skipped_updates", "done"}``."""
     tc = config.train
+    num_steps = tc.num_steps if num_steps is None else num_steps
+    workdir = as_path(workdir)
     devices = list(devices or jax.local_devices())
     if jax.process_count() > 1 and devices != jax.local_devices():
         raise ValueError("with several processes, training uses all local devices (devices=None)")
@@ -323,15 +387,16 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
                          f"devices ({n_proc} processes x {n_dev} local devices)")
     per_device = tc.batch_size // (n_dev * n_proc)
     max_nonfinite = tc.get("max_nonfinite", MAX_CONSECUTIVE_NONFINITE)
-    tx = optimizer_from_config(tc, lr_scale, max_nonfinite + 1)
+    tx = optimizer_from_config(tc, lr_scale, max_nonfinite + 1, num_steps)
     ema_decay = float(tc.get("ema_decay", 0.0))
-    keep_steps = sorted(int(s) for s in tc.get("keep_steps", ()))
-    current = lambda st: debiased_ema(st, ema_decay) if ema_decay else st.params  # the parameters to evaluate
+    ema_debias = bool(tc.get("ema_debias", True))
+    keep_steps = sorted(int(s) for s in (tc.get("keep_steps", ()) if keep_steps is None else keep_steps))
+    current = lambda st: ema_params(st, ema_decay, ema_debias) if ema_decay else st.params  # the parameters to evaluate
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # diffusion noise of training
-    os.makedirs(workdir, exist_ok=True)
 
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                       ema_params=jax.tree_util.tree_map(jnp.zeros_like, params) if ema_decay else None)
+                       ema_params=(jax.tree_util.tree_map(jnp.zeros_like if ema_debias else jnp.asarray, params)
+                                   if ema_decay else None))
     ckpt = Checkpoints(workdir)
     meta = {"best_val_loss": math.inf, "best_step": -1, "evals_without_improvement": 0,
             "stopped_early": False, "done": False, "train_sums": {}, "train_count": 0}
@@ -347,14 +412,14 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
     rows = slice(first_local, first_local + n_dev * per_device)
     firsts = first_local + per_device * np.arange(n_dev, dtype=np.int32)
 
-    bar = tqdm(total=tc.num_steps, initial=step, desc="training", unit="step", disable=meta["done"])
+    bar = progress(total=num_steps, initial=step, desc="training", unit="step", disable=meta["done"])
     train_sums, train_count, t_last = dict(meta["train_sums"]), meta["train_count"], time.perf_counter()
     preempted = False
     with _PreemptionFlag() as sigterm:
         while not meta["done"]:
             next_eval = (step // tc.eval_every + 1) * tc.eval_every
             next_keep = next((k for k in keep_steps if k > step), math.inf)
-            end = min(next_eval, next_keep, tc.num_steps, step + tc.steps_per_call, stop_at or math.inf)
+            end = min(next_eval, next_keep, num_steps, step + tc.steps_per_call, stop_at or math.inf)
             x = np.asarray(batches(step, end - step, rows))
             if x.shape[1] != n_dev * per_device:
                 raise ValueError(f"batches returned {x.shape[1]} rows, expected {n_dev * per_device} ({rows})")
@@ -377,7 +442,7 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
             if step in keep_steps:
                 ckpt.save_stage(step, current(_unreplicate(rstate)))
             preempted = sigterm.is_set() or ckpt.latest.reached_preemption(step)
-            if step % tc.eval_every and step != tc.num_steps:
+            if step % tc.eval_every and step != num_steps:
                 if preempted:
                     meta.update(train_sums=train_sums, train_count=train_count)
                     ckpt.save_latest(step, _unreplicate(rstate), meta)
@@ -400,7 +465,7 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
             else:
                 meta["evals_without_improvement"] += 1
             meta["stopped_early"] = meta["evals_without_improvement"] >= tc.patience
-            meta["done"] = meta["stopped_early"] or step >= tc.num_steps
+            meta["done"] = meta["stopped_early"] or step >= num_steps
             meta.update(train_sums={}, train_count=0)
             writer.write(step, scalars)
             logging.info("step %d: %s", step, ", ".join(f"{k} {v:.5g}" for k, v in scalars.items()))
@@ -421,7 +486,7 @@ def fit(config, workdir: str, *, params, loss_fn: Callable, batches: Callable, v
     ckpt.close()
     writer.close()
     if jax.process_index() == 0:
-        write_json(os.path.join(workdir, "train_state.json"), dict(meta, steps=step))
+        write_json(workdir / "train_state.json", dict(meta, steps=step))
     return {"params": best, "best_step": meta["best_step"], "best_val_loss": meta["best_val_loss"],
             "steps": step, "stopped_early": meta["stopped_early"], "preempted": preempted and not meta["done"],
             "skipped_updates": skipped_updates(state.opt_state), "done": meta["done"]}

@@ -25,8 +25,60 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 
 from rhmdiff import rhm  # noqa: E402
+from rhmdiff.config_base import sibling_config  # noqa: E402
 
 TINY = [(3, 2, 2, 2), (4, 2, 3, 2)]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, *preset):
+    """``configs/<name>.py``'s ``get_config(*preset)``."""
+    return sibling_config(os.path.join(ROOT, "configs", "x.py"), name).get_config(*preset)
+
+
+def run_task(config, workdir, **kwargs):
+    """What ``rhmdiff.main`` does after parsing, in process: validate, claim, run."""
+    from rhmdiff import tasks, workdir as workdir_lib
+    task = tasks.load(config.task)
+    task.validate(config)
+    with workdir_lib.claim(config, str(workdir), task.MUTABLE) as claim:
+        return task.run(config, claim.path, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory):
+    """Small stand-ins for the inputs that configs name: a corpus and its BPE file, image
+    batches, and the workdirs of an md4 and a ddpm run (their config.json only)."""
+    import json
+
+    from rhmdiff.data import demo_text, images
+    root = tmp_path_factory.mktemp("inputs")
+    docs = demo_text.write_corpus(str(root / "corpus"), 12, seed=0)
+    demo_text.write_tokenizer([open(p).read() for p in docs], str(root / "bpe.tiktoken"), num_words=40)
+    images.write_npz_batch(images.demo_images(8, 64, seed=0), str(root / "images" / "train" / "t.npz"))
+    images.write_npz_batch(images.demo_images(8, 64, seed=1), str(root / "images" / "val" / "v.npz"))
+    out = {"corpus": str(root / "corpus"), "tokenizer": str(root / "bpe.tiktoken"),
+           "images": str(root / "images" / "train"), "val_images": str(root / "images" / "val")}
+    for task, name in (("md4", "md4_owt"), ("ddpm", "ddpm_imagenet64")):
+        run = root / f"{task}_run"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps(load_config(name).to_dict()))
+        (run / ".rhmdiff").write_text("{}")
+        out[f"{task}_run"] = str(run)
+    return out
+
+
+def with_inputs(config, inputs):
+    """``config`` with every input path pointed at the :func:`inputs` stand-ins."""
+    if config.task == "md4":
+        config.data.update(path=inputs["corpus"], tokenizer_path=inputs["tokenizer"])
+    elif config.task == "ddpm":
+        config.data.update(path=inputs["images"], val_path=inputs["val_images"])
+    elif config.task == "text_analysis":
+        config.analysis.run_dir = inputs["md4_run"]
+    elif config.task == "ddpm_mmd":
+        config.analysis.run_dir = inputs["ddpm_run"]
+    return config
 
 
 def enumerate_language(g):

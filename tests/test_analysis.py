@@ -164,10 +164,16 @@ def test_sensitivity_zero_for_invariant_features_and_ordered_for_random_features
         root = jax.nn.one_hot(rhm.decode(g, tokens)[-1][:, 0], 8)
         return {"root": root, "random": jnp.tanh(onehot @ w)}
 
-    S = sensitivity.relative_sensitivity(jax.random.PRNGKey(3), features, g, x)
+    S = sensitivity.relative_sensitivity(jax.random.PRNGKey(3), features, g, x, same_allowed=True)
     np.testing.assert_allclose(S["root"], 0.0)
     assert S["random"][0] < S["random"][1] < S["random"][2] < 1.0
     assert S["random"][2] > 0.8 and S["random"][0] > 0.1
+    # the authors' reset (another production at level l) changes every level-(l-1) tuple: with
+    # m = 2 a level-1 reset swaps every token pair for its synonym, which random features of the
+    # tokens see as a change at least as large as an independent sequence
+    S = sensitivity.relative_sensitivity(jax.random.PRNGKey(3), features, g, x)
+    np.testing.assert_allclose(S["root"], 0.0)
+    assert S["random"][0] > 1.0
 
 
 def test_unet_sensitivity_has_one_entry_per_block_and_level():

@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from rhmdiff import evaluate, train
+from rhmdiff import train
+from rhmdiff.tasks import rhm as rhm_task
 from test_main import ROOT, TINY_RHM
 from test_train import leaves, tiny_config
 
@@ -101,7 +102,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
 
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
     c = tiny_config()
-    kwargs = evaluate.rhm_setup(c)["fit_kwargs"]
+    kwargs = rhm_task.setup(c)["fit_kwargs"]
     full = train.fit(c, str(tmp_path / "full"), **kwargs)
     train.fit(c, str(tmp_path / "cut"), stop_at=30, **kwargs)  # checkpoints at steps 20 and 30
     latest = tmp_path / "cut" / "checkpoints" / "30"
@@ -117,26 +118,28 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
 def test_non_finite_losses_stop_the_run(tmp_path):
     c = tiny_config(lr=1e30, max_nonfinite=3)
     with pytest.raises(FloatingPointError, match="non-finite"):
-        train.fit(c, str(tmp_path), **evaluate.rhm_setup(c)["fit_kwargs"])
+        train.fit(c, str(tmp_path), **rhm_task.setup(c)["fit_kwargs"])
 
 
 def test_workdir_with_another_config_is_refused(tmp_path):
     workdir = tmp_path / "run"
     (workdir).mkdir()
     (workdir / "config.json").write_text(json.dumps({"task": "rhm", "seed": 123}))
-    (workdir / "marker").write_text("old run")
+    (workdir / "results.json").write_text("{}")  # an old run's output
+    (workdir / ".rhmdiff").write_text("{}")
     code, _, err = finish(cli(workdir))
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "config.overwrite" in lines[0] and "different config" in lines[0], err
-    assert (workdir / "marker").exists()
-    from rhmdiff.main import claim_workdir
+    assert (workdir / "results.json").exists()
+    from rhmdiff import workdir as workdir_lib
     config = tiny_config()
     config.overwrite = True
-    claim_workdir(config, str(workdir))  # what the command does before training with overwrite=True
-    assert not (workdir / "marker").exists()
+    (workdir / "notes.txt").write_text("mine")  # not rhmdiff's: kept by overwrite
+    workdir_lib.claim(config, str(workdir)).release()  # what the command does before training
+    assert not (workdir / "results.json").exists() and (workdir / "notes.txt").read_text() == "mine"
     assert json.loads((workdir / "config.json").read_text())["model"]["width"] == 16
     config.overwrite = False
-    claim_workdir(config, str(workdir))  # the same config again: accepted (a resume)
+    workdir_lib.claim(config, str(workdir)).release()  # the same config again: accepted (a resume)
 
 
 def test_batch_size_not_divisible_by_devices_is_refused(tmp_path):

@@ -81,15 +81,19 @@ BAD_CONFIGS = [
     ("--config.diffusion.beta_max=2.0", "config.diffusion.beta_max"),
     ("--config.diffusion.beta_min=0.5", "config.diffusion.beta_max"),
     ("--config.eval.num_generated=0", "config.eval.num_generated"),
-    ("--config.task=rhm --config.data.val_size=16 --config.train.lr=-1.0", "config.train.lr"),
-    ("--config.task=rhm --config.data.val_size=16 --config.train.momentum=1.5", "config.train.momentum"),
-    ("--config.task=rhm --config.data.val_size=16 --config.model.width=0", "config.model.width"),
-    ("--config.task=rhm --config.data.val_size=16 --config.model.time_conditioning=film",
-     "config.model.time_conditioning"),
-    ("--config.task=rhm --config.train.optimizer=lbfgs", "config.train.optimizer"),
-    ("--config.task=rhm --config.data.val_size=0", "config.data.val_size"),
-    ("--config.task=rhm --config.data.val_size=16 --config.train.batch_size=2000 --config.data.train_size=1000",
-     "config.train.batch_size"),
+    ("--config.train.lr=-1.0", "config.train.lr", "configs/rhm_L3.py"),
+    ("--config.train.momentum=1.5", "config.train.momentum", "configs/rhm_L3.py"),
+    ("--config.model.width=0", "config.model.width", "configs/rhm_L3.py"),
+    ("--config.model.time_conditioning=film", "config.model.time_conditioning", "configs/rhm_L3.py"),
+    ("--config.model.variant=big", "config.model.variant", "configs/rhm_L3.py"),
+    ("--config.diffusion.objective=mse", "config.diffusion.objective", "configs/rhm_L3.py"),
+    ("--config.train.optimizer=lbfgs", "config.train.optimizer", "configs/rhm_L3.py"),
+    ("--config.data.val_size=0", "config.data.val_size", "configs/rhm_L3.py"),
+    ("--config.train.batch_size=2000 --config.data.train_size=1000", "config.train.batch_size", "configs/rhm_L3.py"),
+    ("--config.train.max_nonfinite=0", "config.train.max_nonfinite", "configs/rhm_L3.py"),
+    ("--config.rhm.L=40", "config.rhm.L", "configs/rhm_L3.py"),
+    ("--config.seed=100000000000000000000", "config.seed", "configs/rhm_L3.py"),
+    ("--config.sweep.train_sizes=(100000,)", "config.sweep.train_sizes", "configs/sweep_P.py"),
     ("--config.sensitivity.t=0", "config.sensitivity.t", "configs/sensitivity.py"),
     ("--config.train.lr_schedule=step", "config.train.lr_schedule", "configs/md4_owt_tiny.py"),
     ("--config.train.ema_decay=1.5", "config.train.ema_decay", "configs/md4_owt_tiny.py"),
@@ -104,17 +108,20 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize("case", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
-def test_bad_config_names_the_field(case):
+def test_bad_config_names_the_field(case, inputs):
     """The command line's validation, in process (parsing: the subprocess test below): the
     config with the overrides applied fails with a ConfigError that names the field."""
-    from rhmdiff.config_base import sibling_config
-    from rhmdiff.config_check import ConfigError, validate
-    from rhmdiff.main import TASKS
+    from conftest import load_config, with_inputs
+    from rhmdiff import tasks
+    from rhmdiff.config_check import ConfigError
 
     override, field, path = (*case, "configs/rhm_oracle.py")[:3]
-    name = os.path.basename(path)[:-3]
-    config = sibling_config(os.path.join(ROOT, path), name).get_config()
-    validate(config, TASKS)  # the config file itself is fine
+    config = with_inputs(load_config(os.path.basename(path)[:-3]), inputs)
+
+    def validate(config):
+        tasks.load(config.task).validate(config)
+
+    validate(config)  # the config file itself is fine
     for arg in override.split():
         keys, value = arg[len("--config."):].split("=", 1)
         *parents, leaf = keys.split(".")
@@ -127,7 +134,7 @@ def test_bad_config_names_the_field(case):
             pass
         node[leaf] = float(value) if isinstance(node[leaf], float) and isinstance(value, int) else value
     with pytest.raises(ConfigError, match="^" + field.replace(".", r"\.") + ":"):
-        validate(config, TASKS)
+        validate(config)
 
 
 @pytest.mark.parametrize("override, field", [
@@ -148,7 +155,7 @@ def test_clustering_sweep_task_and_figures_command(tmp_path):
     workdir = tmp_path / "clu"
     proc = run_main(workdir, "--config.sweep.m_values=(2, 3)", "--config.sweep.L_values=(2,)",
                     "--config.sweep.num_seeds=1", "--config.sweep.P_max=20000", "--config.sweep.num_P=8",
-                    config="configs/clustering_m.py")
+                    config="configs/clustering_sweep.py")
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((workdir / "clustering_sweep.json").read_text())
     assert len(results["curves"]) == 4 and {r["context"] for r in results["summary"]} == {"token", "tuple"}
@@ -204,7 +211,7 @@ def test_sweep_task_trains_each_point_once(tmp_path):
 def test_onestep_task(tmp_path):
     workdir = tmp_path / "onestep"
     proc = run_main(workdir, "--config.sweep.m_values=(2,)", "--config.sweep.num_seeds=1",
-                    "--config.sweep.P_max=3000", "--config.sweep.num_P=5", config="configs/onestep_gd.py")
+                    "--config.sweep.P_max=3000", "--config.sweep.num_P=5", config="configs/onestep.py")
     assert proc.returncode == 0, proc.stderr[-2000:]
     curve = json.loads((workdir / "onestep.json").read_text())["curves"][0]["separability"]
     assert curve[-1] > curve[0] and (workdir / "onestep.png").exists()

@@ -156,12 +156,13 @@ def test_sample_distinct_is_deterministic():
 
 
 @pytest.mark.parametrize("level", [1, 2, 3])
-def test_reset_synonyms(level):
+def test_reset_synonyms_of_rhmdiff_0_1(level):
+    """``same_allowed=True``: every choice below the kept latents redrawn among all m."""
     v, m, s, L = 4, 2, 2, 3
     g = rhm.make_grammar(jax.random.PRNGKey(0), v, m, s, L)
     n = 20000
     x, _ = rhm.sample(jax.random.PRNGKey(1), g, n)
-    r = rhm.reset_synonyms(jax.random.PRNGKey(2), g, x, level)
+    r = rhm.reset_synonyms(jax.random.PRNGKey(2), g, x, level, same_allowed=True)
     assert bool(rhm.is_valid(g, r).all())
     before, after = rhm.decode(g, x), rhm.decode(g, r)
     for l in range(level, L + 1):  # latents at and above `level` are kept

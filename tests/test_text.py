@@ -7,15 +7,13 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from rhmdiff import md4_task
-from rhmdiff.analysis import correlations
-from rhmdiff.analysis import text as text_analysis
-from rhmdiff.config_base import sibling_config
-from rhmdiff.data import demo_text, text
+from conftest import load_config, run_task
+from rhmdiff.analysis import correlations, perplexity
+from rhmdiff.data import DataError, demo_text, text
+from rhmdiff.tasks import md4 as md4_task
 from rhmdiff.models import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,8 +92,11 @@ def test_tokenizer_round_trip_and_end_of_text(corpus):
     assert enc.decode(ids) == doc and len(ids) < len(doc) / 2  # words merge into single tokens
     ranks = sum(1 for _ in open(corpus["tokenizer"]))
     assert enc.eot_token == ranks and enc.n_vocab == ranks + 1
-    with pytest.raises(FileNotFoundError, match="data.tokenizer_path"):
+    with pytest.raises(DataError, match="data.tokenizer_path"):
         text.load_tokenizer(str(corpus["root"] / "missing.tiktoken"))
+    (corpus["root"] / "not_bpe.tiktoken").write_text("hello world\n")
+    with pytest.raises(DataError, match="not a .tiktoken rank file"):
+        text.load_tokenizer(str(corpus["root"] / "not_bpe.tiktoken"))
 
 
 def test_prepare_tokens_splits_documents_by_seed_and_is_atomic(corpus, tmp_path):
@@ -131,10 +132,10 @@ def test_parquet_and_datasets_directory_give_the_same_tokens(corpus, tmp_path):
 
 
 def test_missing_or_empty_corpus_is_a_clear_error(corpus, tmp_path):
-    with pytest.raises(FileNotFoundError, match="data.path.*does not exist"):
+    with pytest.raises(DataError, match="data.path.*does not exist"):
         text.read_documents(str(tmp_path / "nowhere"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="data.path.*no datasets directory"):
+    with pytest.raises(DataError, match="data.path.*no datasets directory"):
         text.prepare_tokens(str(tmp_path / "empty"), corpus["tokenizer"], str(tmp_path / "t"), 0.1, 0, progress=False)
     assert not (tmp_path / "t" / "meta.json").exists()
 
@@ -183,7 +184,7 @@ def test_unigram_noise_floor_matches_independent_tokens():
     p = np.array([0.5, 0.2, 0.2, 0.1])
     x = rng.choice(4, size=(2000, 6), p=p)
     corr = correlations.token_correlation(x, 4, pool_positions=True)[1:]
-    floors = [text_analysis.unigram_noise_floor(x, 2000 * (6 - t)) for t in range(1, 6)]
+    floors = [correlations.unigram_noise_floor(x, 2000 * (6 - t)) for t in range(1, 6)]
     assert np.mean(corr / floors) == pytest.approx(1.0, abs=0.2)
 
 
@@ -191,9 +192,9 @@ def test_perplexity_vs_context_equals_prefix_by_prefix_loop(tmp_path):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=2, n_head=2)
     transformers.FlaxGPT2LMHeadModel(cfg, seed=0).save_pretrained(str(tmp_path / "lm"))
-    lm = text_analysis.CausalLM(str(tmp_path / "lm"))
+    lm = perplexity.CausalLM(str(tmp_path / "lm"))
     ids = np.random.default_rng(0).integers(0, 40, (3, 10)).astype(np.int32)
-    ppl = text_analysis.perplexity_vs_context(lm, ids, batch_size=2)
+    ppl = perplexity.perplexity_vs_context(lm, ids, batch_size=2)
     assert ppl.shape == (9,)
     for T in (1, 4, 9):  # log p(x_T | x_{0:T-1}) from a separate forward pass on the prefix alone
         logits = lm.model(ids[:, :T]).logits[:, -1]
@@ -205,7 +206,7 @@ def test_perplexity_vs_context_equals_prefix_by_prefix_loop(tmp_path):
 # ----------------------------------------------------------------------------- the md4 task
 
 def _tiny_config(corpus, **train):
-    c = sibling_config(os.path.join(ROOT, "configs", "x.py"), "md4_owt_tiny").get_config()
+    c = load_config("md4_owt_tiny")
     c.data.update(path=corpus["dir"], tokenizer_path=corpus["tokenizer"], seq_len=32, val_fraction=0.2)
     c.model.update(num_layers=1, num_heads=2, head_dim=8, cond_dim=16, mlp_multiple_of=8)
     c.train.update(dict(dict(num_steps=30, eval_every=10, steps_per_call=10, batch_size=8, warmup_steps=5, lr=5e-3,
@@ -216,7 +217,7 @@ def _tiny_config(corpus, **train):
 
 def test_md4_task_trains_keeps_stages_resumes_exactly_and_samples(corpus, tmp_path):
     vocab = text.load_tokenizer(corpus["tokenizer"]).n_vocab
-    full = md4_task.run(_tiny_config(corpus), str(tmp_path / "full"))
+    full = run_task(_tiny_config(corpus), tmp_path / "full")
     assert full["steps"] == 30 and full["stages"] == [1, 2]  # 256 and 640 tokens at 256 tokens per step
     rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20, 30]
@@ -226,22 +227,21 @@ def test_md4_task_trains_keeps_stages_resumes_exactly_and_samples(corpus, tmp_pa
     samples = np.load(tmp_path / "full" / "samples.npy")
     assert samples.shape == (4, 32) and 0 <= samples.min() and samples.max() < vocab
     assert (tmp_path / "full" / "samples.txt").read_text().count("===== sample") == 4
-    assert md4_task.run(_tiny_config(corpus), str(tmp_path / "cut"), stop_at=20) is None
-    resumed = md4_task.run(_tiny_config(corpus), str(tmp_path / "cut"))
+    assert run_task(_tiny_config(corpus), tmp_path / "cut", stop_at=20) is None
+    resumed = run_task(_tiny_config(corpus), tmp_path / "cut")
     metrics = lambda run: [{k: v for k, v in json.loads(line).items() if k != "train/steps_per_second"}
                            for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     assert metrics("cut") == metrics("full")
     np.testing.assert_array_equal(np.load(tmp_path / "cut" / "samples.npy"), samples)
     assert resumed["val_loss"] == full["val_loss"]
 
-    (tmp_path / "full" / "config.json").write_text(json.dumps(_tiny_config(corpus).to_dict()))  # as main writes it
-    config = ml_collections.ConfigDict(dict(seed=0, analysis=dict(
-        run_dir=str(tmp_path / "full"), num_samples=6, batch_size=6, sample_steps=4, top_p=0.0,
-        distances=(1, 2, 5), lm_path="", lm_context=32)))
-    out = text_analysis.run(config, str(tmp_path / "analysis"))
+    config = load_config("text_analysis", "tiny")
+    config.analysis.update(run_dir=str(tmp_path / "full"), num_samples=6, batch_size=6, sample_steps=4,
+                           distances=(1, 2, 5), lm_context=32)
+    out = run_task(config, tmp_path / "analysis")
     assert out["stages"] == sorted(full["stages"])
     assert [c["name"] for c in out["curves"]][-1] == "validation data"
-    assert all(c["correlation"][1] is not None and c["correlation"][3] is None for c in out["curves"])
+    assert all(np.isfinite(c["correlation"][1]) and np.isnan(c["correlation"][3]) for c in out["curves"])
     assert (tmp_path / "analysis" / "text_correlations.png").exists()
 
 
@@ -255,4 +255,5 @@ def test_md4_command_line_errors_on_missing_corpus(tmp_path):
            f"--config.data.path={tmp_path / 'nowhere'}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("rhmdiff: error: data.path:")
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("rhmdiff: error: data.path:") and not (tmp_path / "w").exists()

@@ -5,13 +5,14 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import load_config
 from rhmdiff import evaluate, rhm, train
-from rhmdiff.config_base import rhm_config
 from rhmdiff.data import rhm_data
+from rhmdiff.tasks import rhm as rhm_task
 
 
 def tiny_config(**train_overrides):
-    c = rhm_config()
+    c = load_config("rhm_L3")
     c.rhm.update(v=4, m=2, s=2, L=3)  # 512 sequences of 8 tokens
     c.data.update(train_size=64, val_size=32, test_size=16)
     c.model.width = 16
@@ -40,7 +41,7 @@ def test_pmap_on_four_devices_matches_one_device(tmp_path):
     runs = {}
     for n in (1, 4):
         out = train.fit(c, str(tmp_path / f"d{n}"), devices=jax.local_devices()[:n],
-                        **evaluate.rhm_setup(c)["fit_kwargs"])
+                        **rhm_task.setup(c)["fit_kwargs"])
         runs[n] = (out, trajectory(tmp_path / f"d{n}"))
     (out1, traj1), (out4, traj4) = runs[1], runs[4]
     assert len(traj1) == len(traj4) == 4
@@ -55,14 +56,14 @@ def test_pmap_on_four_devices_matches_one_device(tmp_path):
 def test_batch_size_must_divide_over_devices(tmp_path):
     c = tiny_config(batch_size=6)
     with pytest.raises(ValueError, match="batch_size"):
-        train.fit(c, str(tmp_path), devices=jax.local_devices()[:4], **evaluate.rhm_setup(c)["fit_kwargs"])
+        train.fit(c, str(tmp_path), devices=jax.local_devices()[:4], **rhm_task.setup(c)["fit_kwargs"])
 
 
 def test_early_stopping_keeps_the_best_parameters(tmp_path):
     """With a scripted validation loss the run stops ``patience`` evaluations after the
     minimum and returns the parameters evaluated there."""
     c = tiny_config(patience=2, num_steps=100)
-    kwargs = evaluate.rhm_setup(c)["fit_kwargs"]
+    kwargs = rhm_task.setup(c)["fit_kwargs"]
     script, seen = [5.0, 3.0, 4.0, 2.5, 2.6, 2.7, 1.0], []
 
     def validate(params):
@@ -82,7 +83,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     """Interrupted at a checkpoint (step 20) and between checkpoints (step 25), then rerun:
     the final parameters and the metrics file equal those of one uninterrupted run."""
     c = tiny_config()
-    kwargs = evaluate.rhm_setup(c)["fit_kwargs"]
+    kwargs = rhm_task.setup(c)["fit_kwargs"]
     full = train.fit(c, str(tmp_path / "full"), **kwargs)
     assert train.fit(c, str(tmp_path / "cut"), stop_at=20, **kwargs)["done"] is False
     assert train.fit(c, str(tmp_path / "cut"), stop_at=25, **kwargs)["steps"] == 25
@@ -98,7 +99,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 3e-3)])
 def test_loss_decreases_on_a_tiny_problem(tmp_path, optimizer, lr):
     c = tiny_config(optimizer=optimizer, lr=lr, num_steps=300, eval_every=100, steps_per_call=50)
-    kwargs = evaluate.rhm_setup(c)["fit_kwargs"]
+    kwargs = rhm_task.setup(c)["fit_kwargs"]
     initial_val = kwargs["validate"](kwargs["params"])["val_loss"]
     out = train.fit(c, str(tmp_path), **kwargs)
     rows = trajectory(tmp_path)

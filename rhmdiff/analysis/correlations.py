@@ -1,4 +1,4 @@
-"""Token-token correlations vs distance (paper Fig. 1c, Fig. 4), for the RHM and for text.
+"""Token-token correlations vs distance (paper Fig. 1c, Fig. 4b), for the RHM and for text.
 
 For one-hot tokens, ``Cov(onehot(x_i), onehot(x_j))[a, b] = P(x_i=a, x_j=b) - P(x_i=a) P(x_j=b)``;
 its Frobenius norm, averaged over the positions i at distance t = j - i, measures how far
@@ -76,3 +76,23 @@ def noise_floor(v: int, num: int) -> float:
     variance ``(1/v)^2 (1 - 1/v)^2 / num``). The paper's line ``1/(v sqrt(N))`` (Fig. 1c) is
     the root-mean-square *entry*, i.e. this norm divided by ~v."""
     return (1.0 - 1.0 / v) / np.sqrt(num)
+
+
+def unigram_noise_floor(tokens, num_pairs: int) -> float:
+    """Expected Frobenius norm of the covariance of two independent tokens with the unigram
+    frequencies p of ``tokens``, estimated from ``num_pairs`` pairs:
+    ``(1 - sum p^2) / sqrt(num_pairs)`` (``(1 - 1/v)/sqrt(N)`` for uniform tokens)."""
+    _, counts = np.unique(np.asarray(tokens), return_counts=True)
+    p = counts / counts.sum()
+    return float((1.0 - np.sum(p**2)) / np.sqrt(num_pairs))
+
+
+def correlation_curve(name: str, tokens, vocab_size: int, distances) -> dict:
+    """Pooled correlation at ``distances`` and its per-distance noise floor."""
+    tokens = np.asarray(tokens)
+    n, d = tokens.shape
+    corr = token_correlation(tokens, vocab_size, distances, pool_positions=True)
+    floor = np.full(d, np.nan)
+    for t in distances:
+        floor[t] = unigram_noise_floor(tokens, n * (d - t))
+    return {"name": name, "num": int(n), "correlation": corr.tolist(), "noise_floor": floor.tolist()}

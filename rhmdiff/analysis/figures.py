@@ -10,7 +10,6 @@ draws Fig. 2: P* vs m of the clustering algorithm and of the diffusion model sid
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -21,18 +20,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rhmdiff.files import as_path, read_json, save_png  # noqa: E402
+
 CONTEXT_COLORS = {"token": "black", "tuple": "red", "token-deep": "gray", "tuple-deep": "orange"}
 CONTEXT_STYLES = {"token": "-", "tuple": "--", "token-deep": ":", "tuple-deep": "-."}
 
 
-def _save(fig, path: str) -> None:
-    """Tidy log axes (no minor-tick labels), save as PNG, close."""
+def _save(fig, path) -> None:
+    """Tidy log axes (no minor-tick labels), save as PNG (atomically, local or gs://), close."""
     for ax in fig.axes:
         for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
             if scale == "log":
                 axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(path, fig)
     plt.close(fig)
 
 
@@ -225,16 +226,16 @@ def plot_p_star_comparison(results: list[dict], path: str) -> None:
     prefactor = lambda v, s, m: v / (1.0 - np.asarray(m, float) / v ** (s - 1))
     series = []  # (L, label, color, m, normalized P*)
     for res in results:
-        if res["task"] == "clustering_sweep":
+        if res.get("task") == "clustering_sweep":
             for row in res["summary"]:
                 series.append((row["L"], f"clustering, {row['context']} (v={res['v']})", CONTEXT_COLORS[row["context"]],
                                row["m"], np.asarray(row["p_star"]) / prefactor(res["v"], res["s"], row["m"])))
-        elif res["task"] == "sweep":
+        elif res.get("task") == "sweep":
             m = [r["m"] for r in res["p_star"]]
             series.append((res["L"], f"diffusion model (v={res['v']})", "tab:blue", m,
                            np.asarray([r["p_star"] for r in res["p_star"]]) / prefactor(res["v"], res["s"], m)))
         else:
-            raise ValueError(f"expected clustering_sweep or sweep results, got task {res['task']!r}")
+            raise ValueError(f"expected clustering_sweep or sweep results, got task {res.get('task')!r}")
     series = list({(row[0], row[1]): row for row in series}.values())  # the same run given twice: once
     Ls = sorted({row[0] for row in series})
     fig, axes = plt.subplots(1, len(Ls), figsize=(5.5 * len(Ls), 4.5), squeeze=False)
@@ -259,15 +260,15 @@ PLOTTERS = {"mmd.json": plot_mmd, "correlations.json": plot_correlations, "text_
             "sensitivity.json": plot_sensitivity, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
 
 
-def replot(workdir: str) -> list[str]:
+def replot(workdir) -> list[str]:
     """Re-plot every known result file in ``workdir``; returns the PNG paths written."""
     written = []
     for name, plot in PLOTTERS.items():
-        path = os.path.join(workdir, name)
-        if os.path.exists(path):
-            with open(path) as f:
-                plot(json.load(f), path[:-len(".json")] + ".png")
-            written.append(path[:-len(".json")] + ".png")
+        path = as_path(workdir) / name
+        if path.exists():
+            png = path.with_suffix(".png")
+            plot(read_json(path), png)
+            written.append(str(png))
     return written
 
 
@@ -280,10 +281,9 @@ def main(argv) -> int:
         for workdir in argv[3:]:
             names = [n for n in ("clustering_sweep.json", "sweep.json") if os.path.exists(os.path.join(workdir, n))]
             if not names:
-                print(f"{workdir}: no clustering_sweep.json or sweep.json", file=sys.stderr)
+                print(f"rhmdiff: error: {workdir}: no clustering_sweep.json or sweep.json", file=sys.stderr)
                 return 1
-            with open(os.path.join(workdir, names[0])) as f:
-                results.append(json.load(f))
+            results.append(read_json(os.path.join(workdir, names[0])))
         plot_p_star_comparison(results, argv[2])
         print(f"wrote {argv[2]}")
         return 0

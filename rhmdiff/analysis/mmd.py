@@ -11,10 +11,8 @@ Unbiased estimator of MMD^2 for samples ``x [n, d]`` and ``y [m, d]``:
   the pairwise distances of the pooled samples (on at most 2000 points of each, seeded);
 * ``"poly"``: ``(a.b / d + 1)^3``, the kernel of the Kernel Inception Distance (KID).
 
-Command line (paper Fig. 5b, per kept stage of a ``ddpm`` run; :mod:`rhmdiff.analysis.image_stages`):
-
-    python -m rhmdiff.analysis.mmd --workdir=runs/ddpm_in64 [--resnet_weights=resnet18.npz]
-        [--num_samples=10000] [--sample_steps=250] [--batch_size=128]
+The MMD per ResNet depth of every kept stage of a ``ddpm`` run (Fig. 5b) is the ``ddpm_mmd``
+task (:mod:`rhmdiff.tasks.ddpm_mmd`).
 
 Kernel sums are computed in blocks of ``block`` rows x columns (jitted), so 10^4 x 10^4
 kernels never sit in memory at once; the sums accumulate in float64 on the host.
@@ -61,12 +59,12 @@ def _self_kernel_trace(a, kernel: str) -> float:
     return float(np.sum((np.sum(np.asarray(a, np.float64) ** 2, 1) / a.shape[1] + 1.0) ** 3))
 
 
-def median_bandwidth(x, y, max_points: int = 2000, seed: int = 0) -> float:
-    """The median heuristic: median pairwise Euclidean distance of the pooled samples
-    (at most ``max_points`` of each set, drawn with ``seed``)."""
+def median_bandwidth(*sets, max_points: int = 2000, seed: int = 0) -> float:
+    """The median heuristic: median pairwise Euclidean distance of the pooled samples of
+    ``sets`` (at most ``max_points`` of each set, drawn with ``seed``)."""
     rng = np.random.default_rng(seed)
     pick = lambda a: a[rng.choice(len(a), min(len(a), max_points), replace=False)]
-    z = np.concatenate([pick(np.asarray(x, np.float32)), pick(np.asarray(y, np.float32))])
+    z = np.concatenate([pick(np.asarray(a, np.float32)) for a in sets])
     d2 = np.asarray(_sq_dists(jnp.asarray(z), jnp.asarray(z)))
     return float(np.sqrt(np.median(d2[np.triu_indices(len(z), 1)])))
 
@@ -93,31 +91,3 @@ def mmd2_unbiased(x, y, kernel: str = "rbf", bandwidth: float | None = None, blo
 def kid(x, y, block: int = 2048) -> float:
     """Kernel Inception Distance: unbiased MMD^2 with the cubic polynomial kernel."""
     return mmd2_unbiased(x, y, "poly", block=block)
-
-
-def main(argv):
-    import sys
-
-    from absl import flags
-
-    from rhmdiff.analysis import image_stages
-    del argv
-    f = flags.FLAGS
-    try:
-        results = image_stages.run(f.workdir, f.num_samples, f.sample_steps, f.batch_size, f.resnet_weights, f.seed)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"rhmdiff: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    for row in results["stages"]:
-        print(f"step {row['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in row["mmd"].items()))
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    flags.DEFINE_string("workdir", None, "Workdir of a ddpm run.", required=True)
-    flags.DEFINE_integer("num_samples", 10_000, "Generated (and real) images per stage.")
-    flags.DEFINE_integer("sample_steps", 250, "Respaced sampling steps.")
-    flags.DEFINE_integer("batch_size", 128, "Sampling and feature batch size.")
-    flags.DEFINE_string("resnet_weights", "", "ResNet-18 weights (.npz converted from torchvision); '' = random.")
-    flags.DEFINE_integer("seed", 0, "Random seed of the samples.")
-    app.run(main)

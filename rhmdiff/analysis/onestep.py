@@ -1,4 +1,4 @@
-"""One-step gradient descent (paper App. B, Eqs. 20-24): the ``onestep`` task.
+"""One-step gradient descent (paper App. B, Eqs. 20-24).
 
 A perceptron ``f_nu(x; W) = sum_mu W[nu, mu] x_mu`` with softmax output (Eq. 20) predicts
 the token X_{s+1} from the first s-tuple X_{1:s}, given as the one-hot of its index mu among
@@ -11,17 +11,12 @@ clustering the columns (k-means, purity w.r.t. the true parents, unseen tuples =
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from rhmdiff import rhm, theory
-from rhmdiff._util import write_json
-from rhmdiff.analysis import clustering, figures
-from rhmdiff.analysis.sample_complexity import log_grid
+from rhmdiff import rhm
+from rhmdiff.analysis import clustering
 
 
 def one_step_update(tuple_index, next_token, num_tuples: int, v: int, eta: float):
@@ -48,28 +43,3 @@ def synonym_separability(key, tokens, g: rhm.Grammar, eta: float = 1.0) -> float
         return 0.0
     _, dw = one_step_update(index, x[:, g.s], len(values), g.v, eta)
     return clustering.score_synonym_clusters(key, values, dw.T, g, 1, g.m * len(clustering.first_symbols(g, 1)))
-
-
-def run(config, workdir: str) -> dict:
-    """Separability vs P for each m (``config.sweep``), next to P_2 (Eq. 24). Writes
-    ``onestep.json`` and ``onestep.png``."""
-    sw = config.sweep
-    os.makedirs(workdir, exist_ok=True)
-    grid = log_grid(sw.P_min, sw.P_max, sw.num_P)
-    key = jax.random.PRNGKey(config.seed)
-    curves = []
-    for m in tqdm(sw.m_values, desc="one-step GD"):
-        scores = []
-        for seed in range(sw.num_seeds):
-            g = rhm.make_grammar(jax.random.PRNGKey(seed), sw.v, m, sw.s, sw.L)
-            x = np.asarray(rhm.sample(jax.random.fold_in(key, seed), g, int(grid[-1]))[0])
-            scores.append([synonym_separability(jax.random.fold_in(key, int(P)), x[:P], g, sw.eta) for P in grid])
-        curves.append({"m": m, "separability": np.mean(scores, 0).tolist(),
-                       "P_2": theory.sample_complexity(sw.v, m, sw.s, 2)})
-    results = {"task": "onestep", "train_sizes": grid.tolist(), "v": sw.v, "curves": curves,
-               "config": config.to_dict()}
-    write_json(os.path.join(workdir, "onestep.json"), results)
-    figures.plot_onestep(results, os.path.join(workdir, "onestep.png"))
-    for c in curves:
-        print(f"m={c['m']}: separability {np.round(c['separability'], 2).tolist()} (P_2 = {c['P_2']:.0f})")
-    return results

@@ -17,9 +17,11 @@ import numpy as np
 from rhmdiff import rhm
 
 
-def relative_sensitivity(key, features_fn, g: rhm.Grammar, tokens) -> dict:
+def relative_sensitivity(key, features_fn, g: rhm.Grammar, tokens, same_allowed: bool = False) -> dict:
     """``{name: float[L]}``: entry ``l-1`` is S_{k,l} (Eq. 26) of every feature map ``name``
-    returned by ``features_fn(tokens) -> {name: array[N, ...]}``, on ``tokens int[N, d]``."""
+    returned by ``features_fn(tokens) -> {name: array[N, ...]}``, on ``tokens int[N, d]``.
+    ``same_allowed``: the reset may redraw the current production at level l
+    (:func:`rhmdiff.rhm.reset_synonyms`; default False, the authors' reset)."""
     x = jnp.asarray(tokens)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"tokens must be [N, d] with N >= 2, got shape {x.shape}")
@@ -30,7 +32,8 @@ def relative_sensitivity(key, features_fn, g: rhm.Grammar, tokens) -> dict:
         return float(jnp.mean(jnp.sum((a - b).reshape(a.shape[0], -1) ** 2, -1)))
 
     base, other = features_fn(x), features_fn(y)
-    reset = [features_fn(rhm.reset_synonyms(jax.random.fold_in(k_reset, l), g, x, l)) for l in range(1, g.L + 1)]
+    reset = [features_fn(rhm.reset_synonyms(jax.random.fold_in(k_reset, l), g, x, l, same_allowed))
+             for l in range(1, g.L + 1)]
     return {name: np.array([sq_dist(a, r[name]) for r in reset]) / sq_dist(a, other[name])
             for name, a in base.items()}
 

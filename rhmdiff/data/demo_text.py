@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from rhmdiff._util import atomic_write
+from rhmdiff.files import atomic_write
 
 TOPICS = {
     "sea": "ship sailor wave harbor island storm captain anchor whale lighthouse".split(),

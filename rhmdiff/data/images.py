@@ -7,8 +7,11 @@ Sources (``data.path`` for training, ``data.val_path`` for the real images of th
   in channel-major order), or
 * a folder of image files (PNG/JPEG, searched recursively, each already ``size x size``).
 
-:func:`prepare_images` converts a source once into ``images.npy`` (uint8 ``[N, H, W, 3]``,
-memory-mapped afterwards; written under a temporary name and renamed when complete).
+:func:`prepare_images` converts a source once into a uint8 ``[N, H, W, 3]`` ``.npy`` file
+(memory-mapped afterwards; written under a temporary name and renamed when complete) whose
+name :func:`image_cache` derives from a hash of the source files' names, sizes and
+modification times and of the image size (:mod:`rhmdiff.data.cache`), so new or changed
+images, or another size, never reuse a stale conversion.
 :class:`ImageData` serves training batches scaled to [-1, 1]: rows ``rows`` (this host's
 share) of the global batch at each step, epochs in a seeded order that is a pure function
 of the step (:class:`rhmdiff.data.epochs.EpochOrder`).
@@ -19,64 +22,95 @@ import glob
 import os
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from rhmdiff._util import progress as progress_bar
+from rhmdiff.data import DataError
+from rhmdiff.data.cache import content_key, file_signature
 from rhmdiff.data.epochs import EpochOrder
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+FORMAT_VERSION = 1
 
 
-def _npz_images(files, size):
+def _npz_images(files, size, field):
     for f in files:
         with np.load(f) as data:
             x = data["data"]
+        if x.ndim != 2 or x.shape[1] != 3 * size * size:
+            side = int(round((x.shape[-1] / 3) ** 0.5)) if x.ndim == 2 else None
+            raise DataError(f"{field}: {f} holds images of {side}x{side} pixels (rows of {x.shape[-1]} values), "
+                            f"expected data.image_size = {size}")
         yield x.reshape(len(x), 3, size, size).transpose(0, 2, 3, 1)
 
 
-def _folder_images(files, size):
+def _folder_images(files, size, field):
     from PIL import Image  # pillow comes with matplotlib
     for f in files:
         with Image.open(f) as im:
             arr = np.asarray(im.convert("RGB"))
         if arr.shape[:2] != (size, size):
-            raise ValueError(f"{f}: image of {arr.shape[1]}x{arr.shape[0]} pixels, expected {size}x{size}")
+            raise DataError(f"{field}: {f} is an image of {arr.shape[1]}x{arr.shape[0]} pixels, expected "
+                            f"{size}x{size} (data.image_size)")
         yield arr[None]
+
+
+def source_files(path: str, field: str = "data.path") -> tuple[str, list[str]]:
+    """``("npz" or "images", files)`` of an image source; DataError naming ``field`` if none."""
+    if not path or not os.path.exists(path):
+        hint = " (build the demo images with: python -m rhmdiff.data.images --out=data/demo_images)" if (
+            "demo" in path) else ""
+        raise DataError(f"{field}: {path!r} does not exist{hint}")
+    npz = [path] if path.endswith(".npz") else sorted(glob.glob(os.path.join(path, "**", "*.npz"), recursive=True))
+    if npz:
+        return "npz", npz
+    files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise DataError(f"{field}: {path} holds no .npz batches and no PNG/JPEG images")
+    return "images", files
+
+
+def image_cache(cache_root: str, path: str, size: int, field: str = "data.path") -> str:
+    """The converted-images file of the source ``path`` at ``size`` under ``cache_root``."""
+    _, files = source_files(path, field)
+    root = path if os.path.isdir(path) else os.path.dirname(path)
+    key = content_key(FORMAT_VERSION, file_signature(files, root), size)
+    return os.path.join(cache_root, f"images-{key}.npy")
 
 
 def prepare_images(path: str, out: str, size: int, field: str = "data.path", progress: bool = True) -> int:
     """Convert the images at ``path`` into ``out`` (uint8 ``[N, size, size, 3]`` .npy) unless
-    it exists; returns N. FileNotFoundError naming ``field`` if nothing is found."""
+    it exists; returns N. DataError naming ``field`` if nothing is found or a size is wrong."""
     if os.path.exists(out):
         return len(np.load(out, mmap_mode="r"))
-    if not path or not os.path.exists(path):
-        raise FileNotFoundError(f"{field}: {path!r} does not exist")
-    npz = [path] if path.endswith(".npz") else sorted(glob.glob(os.path.join(path, "**", "*.npz"), recursive=True))
-    if npz:
-        counts = [len(np.load(f, mmap_mode="r")["data"]) for f in npz]
-        chunks = _npz_images(npz, size)
+    kind, files = source_files(path, field)
+    if kind == "npz":
+        counts = [len(np.load(f, mmap_mode="r")["data"]) for f in files]
+        chunks = _npz_images(files, size, field)
     else:
-        files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
-        if not files:
-            raise FileNotFoundError(f"{field}: {path} holds no .npz batches and no PNG/JPEG images")
         counts = [1] * len(files)
-        chunks = _folder_images(files, size)
+        chunks = _folder_images(files, size, field)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp.npy"
+    tmp = f"{out}.{os.getpid()}.tmp.npy"
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(sum(counts), size, size, 3))
     i = 0
-    for chunk in tqdm(chunks, total=len(counts), desc="images", disable=not progress):
-        arr[i:i + len(chunk)] = chunk
-        i += len(chunk)
-    arr.flush()
-    del arr
-    os.replace(tmp, out)
+    try:
+        for chunk in progress_bar(chunks, total=len(counts), desc="images", disable=not progress):
+            arr[i:i + len(chunk)] = chunk
+            i += len(chunk)
+        arr.flush()
+        del arr
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return i
 
 
-def to_unit_range(images) -> np.ndarray:
-    """uint8 images -> float32 in [-1, 1]."""
-    return np.asarray(images, np.float32) / 127.5 - 1.0
+def to_unit_range(images):
+    """uint8 images -> float32 in [-1, 1] (numpy or jax arrays alike)."""
+    return images.astype(np.float32) / 127.5 - 1.0
 
 
 def to_uint8(images) -> np.ndarray:
@@ -92,8 +126,9 @@ class ImageData:
         self.order = EpochOrder(len(self.images), seed)
 
     def batches(self, batch_size: int, start: int, num: int, rows=slice(None)) -> np.ndarray:
-        """``float32[num, rows, H, W, 3]`` in [-1, 1]: rows ``rows`` of the steps' global batches."""
-        return np.stack([to_unit_range(self.images[np.sort(self.order.indices(batch_size, step, rows))])
+        """``uint8[num, rows, H, W, 3]``: rows ``rows`` of the steps' global batches (uint8 on
+        the way to the devices, a quarter of float32's bytes; :func:`to_unit_range` there)."""
+        return np.stack([self.images[np.sort(self.order.indices(batch_size, step, rows))]
                          for step in range(start, start + num)])
 
 

@@ -12,10 +12,12 @@ Pipeline, all from local files (no network at run time):
    (one document per file), searched recursively under ``data.path``.
 3. :func:`prepare_tokens`: every document tokenized once (``encode_ordinary_batch``,
    threaded) and followed by the end-of-text id, into ``train.bin`` / ``val.bin`` (uint16,
-   memory-mapped later) and ``meta.json``. The train/validation split is by document and
-   seeded (``data.seed``; MD4's own split is unseeded). Files are written under temporary
-   names and renamed at the end, so an interrupted run leaves nothing half-done; a finished
-   directory with the same settings is reused.
+   memory-mapped later) and ``meta.json``, in a cache directory named after a hash of the
+   tokenizer file's bytes, the corpus files' names, sizes and modification times, and the
+   split settings (:mod:`rhmdiff.data.cache`): a grown corpus or a regenerated tokenizer gets
+   new token files. The train/validation split is by document and seeded (``data.seed``;
+   MD4's own split is unseeded). Files are written under temporary names and renamed at the
+   end, so an interrupted run leaves nothing half-done.
 4. :class:`TokenData`: the token stream packed into sequences of ``seq_len`` tokens
    (documents concatenated, as in MD4 / GPT-2). ``batches(start, num, rows)`` gives rows
    ``rows`` of the global batches of steps ``start..start+num-1``: epoch ``e`` visits the
@@ -25,23 +27,26 @@ Pipeline, all from local files (no network at run time):
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import glob
 import importlib
 import json
 import os
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from rhmdiff._util import write_json
+from rhmdiff._util import progress as progress_bar
 from rhmdiff.data import DataError
+from rhmdiff.data.cache import content_key, file_signature
 from rhmdiff.data.epochs import EpochOrder
+from rhmdiff.files import write_json
 
 EOT = "<|endoftext|>"
 # GPT-2's pre-tokenization regex (tiktoken's "gpt2" encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPLIT_BLOCK = 1024  # documents per tokenization batch and per block of the seeded split
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def text_extra(name: str):
@@ -52,16 +57,36 @@ def text_extra(name: str):
         raise DataError(f"the text pipeline needs {name}: pip install -e '.[text]'") from None
 
 
+def read_ranks(path: str, field: str = "data.tokenizer_path") -> dict[bytes, int]:
+    """The BPE ranks of a ``.tiktoken`` file (lines ``<base64 token> <rank>``), read directly
+    (tiktoken's own loader keeps a path-keyed copy in a shared temporary directory, which a
+    file regenerated at the same path would not update). DataError naming ``field`` if the
+    file is missing or not a rank file."""
+    if not path or not os.path.isfile(path):
+        hint = ("build the demo one with: python -m rhmdiff.data.demo_text --out=data/demo" if "demo" in path else
+                "a .tiktoken rank file, e.g. gpt2.tiktoken from the openai-whisper package")
+        raise DataError(f"{field}: no tokenizer file at {path!r} ({hint})")
+    ranks = {}
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                token, rank = line.split()
+                ranks[base64.b64decode(token, validate=True)] = int(rank)
+            except (ValueError, binascii.Error):
+                raise DataError(f"{field}: {path} is not a .tiktoken rank file (line {number} is not "
+                                "'<base64 token> <rank>')") from None
+    if not ranks or sorted(ranks.values()) != list(range(len(ranks))):
+        raise DataError(f"{field}: {path} is not a .tiktoken rank file (its ranks are not 0 .. n-1)")
+    return ranks
+
+
 def load_tokenizer(path: str):
     """A ``tiktoken.Encoding`` from the local rank file ``path`` (GPT-2's regex; the
     end-of-text token gets the id after the last rank)."""
     tiktoken = text_extra("tiktoken")
-    from tiktoken.load import load_tiktoken_bpe
-
-    if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f"data.tokenizer_path: no tokenizer file at {path!r} (a .tiktoken rank "
-                                f"file, e.g. gpt2.tiktoken from the openai-whisper package)")
-    ranks = load_tiktoken_bpe(path)
+    ranks = read_ranks(path)
     return tiktoken.Encoding(name=os.path.basename(path), pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                              special_tokens={EOT: len(ranks)})
 
@@ -70,13 +95,38 @@ def _files(path: str, ext: str) -> list[str]:
     return sorted(glob.glob(os.path.join(path, "**", f"*{ext}"), recursive=True))
 
 
+def _is_datasets_dir(path: str) -> bool:
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
+                                       for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def corpus_files(path: str) -> list[str]:
+    """The files that make up the corpus at ``path`` (DataError naming ``data.path`` if none)."""
+    if not path or not os.path.exists(path):
+        hint = " (build the demo corpus with: python -m rhmdiff.data.demo_text --out=data/demo)" if (
+            "demo" in path) else ""
+        raise DataError(f"data.path: {path!r} does not exist{hint}")
+    if _is_datasets_dir(path):
+        return sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isfile(f))
+    for ext in (".parquet", ".arrow", ".txt"):
+        found = ([path] if path.endswith(ext) else []) if os.path.isfile(path) else _files(path, ext)
+        if found:
+            return found
+    raise DataError(f"data.path: {path} holds no datasets directory and no .parquet, .arrow or .txt files")
+
+
+def token_key(data_path: str, tokenizer_path: str, val_fraction: float, seed: int) -> str:
+    """The content key of the token files of a corpus (see module docstring)."""
+    root = data_path if os.path.isdir(data_path) else os.path.dirname(data_path)
+    return content_key(FORMAT_VERSION, file_signature([tokenizer_path]), file_signature(corpus_files(data_path), root),
+                       val_fraction, seed)
+
+
 def read_documents(path: str):
     """``(num_documents or None, iterator of str)`` over the corpus at ``path`` (see module
-    docstring). Raises FileNotFoundError, naming ``data.path``, if nothing is found."""
-    if not path or not os.path.exists(path):
-        raise FileNotFoundError(f"data.path: {path!r} does not exist")
-    if os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
-                                   for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+    docstring). Raises DataError, naming ``data.path``, if nothing is found."""
+    corpus_files(path)
+    if _is_datasets_dir(path):
         datasets = text_extra("datasets")
         ds = datasets.load_from_disk(path)
         parts = [ds[k] for k in sorted(ds)] if isinstance(ds, datasets.DatasetDict) else [ds]
@@ -97,7 +147,7 @@ def read_documents(path: str):
         if "text" not in ds.column_names:
             raise DataError(f"data.path: {path} has no 'text' column (columns: {ds.column_names})")
         return len(ds), (row["text"] for row in ds)
-    raise FileNotFoundError(f"data.path: {path} holds no datasets directory and no .parquet, .arrow or .txt files")
+    raise DataError(f"data.path: {path} holds no datasets directory and no .parquet, .arrow or .txt files")
 
 
 def _split_blocks(seed: int, block: int, n: int, val_fraction: float) -> np.ndarray:
@@ -105,27 +155,30 @@ def _split_blocks(seed: int, block: int, n: int, val_fraction: float) -> np.ndar
     return np.random.default_rng([seed, block]).random(n) < val_fraction
 
 
+def token_dir(cache_root: str, data_path: str, tokenizer_path: str, val_fraction: float, seed: int) -> str:
+    """Where the token files of this corpus, tokenizer and split live under ``cache_root``."""
+    return os.path.join(cache_root, f"tokens-{token_key(data_path, tokenizer_path, val_fraction, seed)}")
+
+
 def prepare_tokens(data_path: str, tokenizer_path: str, out_dir: str, val_fraction: float, seed: int,
                    progress: bool = True) -> dict:
     """Tokenize the corpus into ``out_dir/{train,val}.bin`` + ``meta.json`` (see module
-    docstring) unless a finished directory with the same settings exists; returns the meta."""
-    settings = {"format": FORMAT_VERSION, "data_path": os.path.abspath(data_path),
-                "tokenizer_path": os.path.abspath(tokenizer_path), "val_fraction": val_fraction, "seed": seed}
+    docstring; ``out_dir`` from :func:`token_dir`) unless they exist; returns the meta."""
     meta_path = os.path.join(out_dir, "meta.json")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
-            meta = json.load(f)
-        if all(meta.get(k) == v for k, v in settings.items()):
-            return meta
+            return json.load(f)
+    settings = {"format": FORMAT_VERSION, "data_path": os.path.abspath(data_path),
+                "tokenizer_path": os.path.abspath(tokenizer_path), "val_fraction": val_fraction, "seed": seed}
     num_docs, docs = read_documents(data_path)
     enc = load_tokenizer(tokenizer_path)
     if enc.n_vocab > 2**16:
         raise DataError(f"data.tokenizer_path: {enc.n_vocab} ids do not fit the uint16 token files")
     os.makedirs(out_dir, exist_ok=True)
-    tmp = {s: os.path.join(out_dir, f"{s}.bin.tmp") for s in ("train", "val")}
+    tmp = {s: os.path.join(out_dir, f".{s}.bin.{os.getpid()}.tmp") for s in ("train", "val")}
     counts = {"train": 0, "val": 0}
     num_documents = {"train": 0, "val": 0}
-    bar = tqdm(total=num_docs, desc="tokenizing", unit="doc", disable=not progress)
+    bar = progress_bar(total=num_docs, desc="tokenizing", unit="doc", disable=not progress)
     with open(tmp["train"], "wb") as f_train, open(tmp["val"], "wb") as f_val:
         block, batch = 0, []
         for doc in docs:

@@ -28,6 +28,7 @@ from rhmdiff._util import as_argument, expand_right
 from rhmdiff.rhm import Grammar
 
 SCHEDULES = ("linear", "cosine")
+OBJECTIVES = ("hybrid",)
 
 
 @struct.dataclass

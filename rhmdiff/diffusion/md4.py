@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from rhmdiff._util import as_argument, expand_right
 
 SCHEDULES = ("linear", "cosine", "poly")
+GRIDS = ("uniform", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,19 +140,29 @@ def reverse_step(key, logits, x_t, alpha_t, alpha_s, mask_id: int, top_p: float 
     return jnp.where(reveal, values, x_t)
 
 
+def sampling_time(i, T: int, grid: str = "uniform"):
+    """Time of step ``i`` (of T) of the sampler: ``i / T`` (``"uniform"``) or MD4's
+    ``"cosine"`` grid ``cos(pi/2 (1 - i/T))``, denser near t = 0."""
+    t = i / T
+    return jnp.cos(jnp.pi / 2 * (1.0 - t)) if grid == "cosine" else t
+
+
 def sample(key, logits_fn, schedule: MaskingSchedule, shape, vocab_size: int, mask_id: int | None = None,
-           T: int = 1000, top_p: float | None = None, progress: bool = False):
-    """Ancestral sampling over T steps from x_1 = all [MASK]; the last step reveals every
-    token still masked, so the output holds no mask. Returns int32 ``shape``.
+           T: int = 1000, top_p: float | None = None, progress: bool = False, grid: str = "uniform"):
+    """Ancestral sampling over T steps from x_1 = all [MASK] on the time ``grid``
+    (:func:`sampling_time`); the last step reveals every token still masked, so the output
+    holds no mask. Returns int32 ``shape``.
     Pass a network as ``jax.tree_util.Partial(apply, params)`` to keep its parameters out
     of the compiled program's constants."""
     mask_id = vocab_size if mask_id is None else mask_id
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
 
     @jax.jit
     def step(fn, k, x, i):
-        t, s = i / T, (i - 1) / T
+        t, s = sampling_time(i, T, grid), sampling_time(i - 1, T, grid)
         alpha_s = jnp.where(i == 1, 1.0, schedule.alpha(s))
         logits = fn(x, jnp.full(shape[:1], t))
         return reverse_step(k, logits, x, schedule.alpha(t), alpha_s, mask_id, top_p)

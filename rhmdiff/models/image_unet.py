@@ -76,12 +76,13 @@ class ImageUNet(nn.Module):
     attention_resolutions: tuple = (16, 8)
     num_heads: int = 4
     dropout: float = 0.0
+    time_scale: float = 1.0  # improved-diffusion's rescale_timesteps: 1000 / T, so t/T in [0, 1) enters as [0, 1000)
 
     @nn.compact
     def __call__(self, x, t, train: bool = False):
         if x.shape[1] % 2 ** (len(self.channel_mult) - 1):
             raise ValueError(f"image size {x.shape[1]} must be divisible by 2^{len(self.channel_mult) - 1}")
-        emb = nn.Dense(4 * self.channels)(time_features(t, self.channels, scale=1.0))
+        emb = nn.Dense(4 * self.channels)(time_features(t, self.channels, scale=self.time_scale))
         emb = nn.Dense(4 * self.channels)(nn.silu(emb))
         h = _conv(self.channels)(x)
         skips = [h]

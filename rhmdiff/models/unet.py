@@ -32,6 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
+VARIANTS = ("rhmdiff",)
+
+
 class MuDense(nn.Module):
     """``x @ W * multiplier + b`` with ``W ~ N(0, 1)`` (muP multiplier form)."""
 

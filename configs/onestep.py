@@ -1,18 +1,15 @@
 """One-step gradient descent (paper App. B): synonym separability vs P for several m.
 
-    python -m rhmdiff.main --config=configs/onestep_gd.py --workdir=runs/onestep_gd
+    python -m rhmdiff.main --config=configs/onestep.py --workdir=runs/onestep
 """
 import ml_collections
 
-from rhmdiff.config_base import base_config
+from rhmdiff.config_base import base_config, check_preset
 
 
 def get_config(preset: str = "cpu"):
-    if preset not in ("cpu", "paper"):
-        raise ValueError(f"preset must be 'cpu' or 'paper', got {preset!r}")
-    c = base_config()
-    c.task = "onestep"
-    c.seed = 0
+    check_preset(preset, ("cpu", "paper"))
+    c = base_config("onestep", seed=0)
     c.sweep = ml_collections.ConfigDict(dict(
         v=16, s=2, L=2, m_values=(2, 4, 8), num_seeds=3, eta=1.0, P_min=10, P_max=300_000, num_P=22))
     if preset == "paper":

@@ -15,17 +15,41 @@ Writes ``clustering_sweep.json`` and ``clustering_sweep.png``.
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 from absl import logging
-from tqdm.auto import tqdm
 
+from rhmdiff import config_check as check
 from rhmdiff import rhm, theory
-from rhmdiff._util import write_json
+from rhmdiff import workdir as workdir_lib
+from rhmdiff._util import progress
 from rhmdiff.analysis import clustering, figures
 from rhmdiff.analysis.sample_complexity import fit_power_law, log_grid, p_star
+from rhmdiff.files import write_json
+
+MUTABLE = ("sweep.threshold",)
+
+
+def validate_grammar_grid(config) -> None:
+    """The grammar grid and the P grid of the sweeps that need no training (``clustering_sweep``, ``onestep``)."""
+    check.seed(config)
+    v, s = check.integer(config, "sweep.v", 1), check.integer(config, "sweep.s", 2)
+    for m in check.int_list(config, "sweep.m_values", 1):
+        check.grammar_sizes(config, "sweep.m_values", v, m, s, 2)
+    check.integer(config, "sweep.num_seeds", 1)
+    check.integer(config, "sweep.num_P", 2)
+    p_min = check.integer(config, "sweep.P_min", 2)
+    if check.integer(config, "sweep.P_max", 2, 10**9) <= p_min:
+        raise check.ConfigError("sweep.P_max", f"must be > P_min = {p_min}")
+
+
+def validate(config) -> None:
+    validate_grammar_grid(config)
+    for L in check.int_list(config, "sweep.L_values", 2):
+        for m in config.sweep.m_values:
+            check.grammar_sizes(config, "sweep.L_values", config.sweep.v, m, config.sweep.s, L)
+    check.flag(config, "sweep.hierarchical")
+    check.real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
 
 
 def variants(sw, L: int) -> list[str]:
@@ -34,14 +58,13 @@ def variants(sw, L: int) -> list[str]:
     return list(clustering.CONTEXTS) + deep
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir) -> dict:
     sw = config.sweep
-    os.makedirs(workdir, exist_ok=True)
     grid = log_grid(sw.P_min, sw.P_max, sw.num_P)
     key = jax.random.PRNGKey(config.seed)
     curves, summary = [], []
     cases = [(L, m, seed) for L in sw.L_values for m in sw.m_values for seed in range(sw.num_seeds)]
-    for L, m, seed in tqdm(cases, desc="clustering sweep"):
+    for L, m, seed in progress(cases, desc="clustering sweep"):
         g = rhm.make_grammar(jax.random.PRNGKey(seed), sw.v, m, sw.s, L)
         x, _ = rhm.sample(jax.random.fold_in(key, seed), g, int(grid[-1]))
         x = np.asarray(x)
@@ -66,9 +89,10 @@ def run(config, workdir: str) -> dict:
             logging.info("L=%d context=%s: P* = %s, fitted exponent %.2f (theory %d)",
                          L, context, np.round(stars, 1).tolist(), exponent, L + 1)
     results = {"task": "clustering_sweep", "train_sizes": grid.tolist(), "threshold": sw.threshold,
-               "v": sw.v, "s": sw.s, "curves": curves, "summary": summary, "config": config.to_dict()}
-    write_json(os.path.join(workdir, "clustering_sweep.json"), results)
-    figures.plot_clustering_sweep(results, os.path.join(workdir, "clustering_sweep.png"))
+               "v": sw.v, "s": sw.s, "curves": curves, "summary": summary, **workdir_lib.provenance(config)}
+    if jax.process_index() == 0:
+        write_json(workdir / "clustering_sweep.json", results)
+        figures.plot_clustering_sweep(results, workdir / "clustering_sweep.png")
     for row in summary:
         print(f"L={row['L']} context={row['context']}: P* vs m exponent {row['exponent']:.2f} "
               f"(theory {row['theory_exponent']}), P* = {np.round(row['p_star'], 1).tolist()}")

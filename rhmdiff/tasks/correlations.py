@@ -10,21 +10,44 @@ Writes ``correlations.json`` and ``correlations.png``.
 """
 from __future__ import annotations
 
-import glob
-import os
-
 import jax
 import numpy as np
 
+from rhmdiff import config_check as check
 from rhmdiff import rhm, theory
-from rhmdiff._util import natural_order, write_json
+from rhmdiff import workdir as workdir_lib
+from rhmdiff._util import natural_order
 from rhmdiff.analysis import correlations, figures
 from rhmdiff.diffusion import d3pm
-from rhmdiff.evaluate import grammar_from_config, schedule_from_config
+from rhmdiff.files import as_path, read_npy, write_json
+from rhmdiff.tasks.rhm import grammar_from_config, schedule_from_config
+
+MUTABLE = ("correlations.sources",)
 
 
-def run(config, workdir: str) -> dict:
-    os.makedirs(workdir, exist_ok=True)
+def validate(config) -> None:
+    check.seed(config)
+    check.grammar(config)
+    check.d3pm_diffusion(config)
+    check.integer(config, "correlations.num_data", 2)
+    check.flag(config, "correlations.oracle")
+    check.patterns(config, "correlations.sources")
+
+
+def matching_runs(patterns, filename: str) -> list:
+    """The directories matched by the glob ``patterns`` (local or ``gs://``) that hold
+    ``filename``, in natural order."""
+    found = set()
+    for pattern in patterns:
+        parts = pattern.rstrip("/").split("/")
+        first = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+        root = as_path("/".join(parts[:first]) or ".")
+        rest = "/".join(parts[first:] + [filename])
+        found.update(p.parent for p in root.glob(rest))
+    return sorted(found, key=lambda p: natural_order(str(p)))
+
+
+def run(config, workdir) -> dict:
     cc = config.correlations
     g = grammar_from_config(config)
     k_data, k_oracle = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -32,16 +55,16 @@ def run(config, workdir: str) -> dict:
     if cc.oracle:
         curves["BP oracle"] = np.asarray(d3pm.oracle_sample(k_oracle, g, schedule_from_config(config), cc.num_data,
                                                             progress=True))
-    for pattern in cc.sources:
-        for path in sorted(glob.glob(os.path.join(pattern, "generated.npy")), key=natural_order):
-            curves[os.path.basename(os.path.dirname(path))] = np.load(path)
+    for run_dir in matching_runs(cc.sources, "generated.npy"):
+        curves[run_dir.name] = read_npy(run_dir / "generated.npy")
     rows = [{"name": name, "num": len(x), "correlation": correlations.token_correlation(x, g.v).tolist(),
              "noise_floor": correlations.noise_floor(g.v, len(x))} for name, x in curves.items()]
     curve = theory.token_correlation_curve(g.v, g.m, g.s, g.L)
-    results = {"task": "correlations", "v": g.v, "d": g.d, "curves": rows,
-               "theory": [None if np.isnan(c) else c for c in curve.tolist()], "config": config.to_dict()}
-    write_json(os.path.join(workdir, "correlations.json"), results)
-    figures.plot_correlations(results, os.path.join(workdir, "correlations.png"))
+    results = {"task": "correlations", "v": g.v, "d": g.d, "curves": rows, "theory": curve.tolist(),
+               **workdir_lib.provenance(config)}
+    if jax.process_index() == 0:
+        write_json(workdir / "correlations.json", results)
+        figures.plot_correlations(results, workdir / "correlations.png")
     for row in rows:
         print(f"{row['name']} (N={row['num']}): C(t) = {np.round(row['correlation'][1:], 4).tolist()}, "
               f"noise floor {row['noise_floor']:.4f}")

@@ -1,0 +1,228 @@
+"""The ``md4`` task (paper Sec. 5.1, App. C): MD4 masked diffusion on text, with the same
+trainer, checkpoints and config system as the RHM tasks.
+
+``python -m rhmdiff.main --config=configs/md4_owt.py --workdir=runs/md4_owt``:
+
+1. the corpus (``data.path``) is tokenized once into a content-keyed cache
+   (:mod:`rhmdiff.data.text`) and packed into ``data.seq_len`` sequences;
+2. MD4's transformer (:mod:`rhmdiff.models.transformer`; its parameter count is logged) is
+   trained with :func:`rhmdiff.train.fit` on the diffusion part of MD4's ELBO, one t per
+   sequence; ``train.num_steps = -1`` means one epoch; the parameters (EMA) are kept at the
+   steps nearest to ``train.keep_tokens`` training tokens (``workdir/stages``) for the
+   analyses per training stage (:mod:`rhmdiff.tasks.text_analysis`);
+3. the validation loss is the full ELBO (bits per token, fixed noise) on
+   ``eval.val_sequences`` validation sequences;
+4. at the end, ``eval.num_samples`` sequences are generated (``eval.sample_steps``
+   ancestral steps, top-p if ``eval.top_p`` > 0) and written as tokens (``samples.npy``) and
+   text (``samples.txt``), with ``results.json``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.tree_util import Partial
+
+from rhmdiff import config_check as check
+from rhmdiff import train
+from rhmdiff import workdir as workdir_lib
+from rhmdiff._util import num_params
+from rhmdiff.data import DataError, cache, text
+from rhmdiff.diffusion import md4
+from rhmdiff.files import atomic_write, write_json, write_npy
+from rhmdiff.models import transformer
+
+MUTABLE = ("eval.num_samples", "eval.sample_steps", "eval.top_p", "eval.batch_size", "eval.sampling_grid")
+
+
+def validate(config) -> None:
+    check.seed(config)
+    check.optimizer(config)
+    check.num_steps_or_epochs(config)
+    keep = check.get(config, "train.keep_tokens")
+    if not isinstance(keep, (list, tuple)) or not all(isinstance(x, (int, float)) and x > 0 for x in keep):
+        raise check.ConfigError("train.keep_tokens", f"must be a list of positive token counts, got {keep!r}")
+    check.real(config, "data.val_fraction", 0.0, 1.0)
+    check.seed(config, "data.seed")
+    check.integer(config, "data.seq_len", 2, 2**20)
+    for field in ("num_layers", "num_heads", "head_dim", "cond_dim", "mlp_multiple_of"):
+        check.integer(config, f"model.{field}", 1)
+    check.choice(config, "model.positions", transformer.POSITIONS)
+    if config.model.positions == "rope" and config.model.head_dim % 2:
+        raise check.ConfigError("model.head_dim", f"must be even for rotary positions, got {config.model.head_dim}")
+    check.choice(config, "model.dtype", ("float32", "bfloat16", "float16"))
+    check.choice(config, "diffusion.schedule", md4.SCHEDULES)
+    check.real(config, "diffusion.eps", 0.0, 0.5, low_open=False)
+    check.real(config, "diffusion.power", 0.0, float("inf"))
+    for field in ("val_sequences", "batch_size", "num_samples", "sample_steps"):
+        check.integer(config, f"eval.{field}", 1)
+    check.real(config, "eval.top_p", 0.0, 1.0, low_open=False, high_open=False)
+    check.choice(config, "eval.sampling_grid", md4.GRIDS)
+    if not isinstance(check.get(config, "data.cache_dir"), str):
+        raise check.ConfigError("data.cache_dir", "must be a path or ''")
+    # the inputs, before anything is written
+    text.corpus_files(check.text(config, "data.path", "must be a corpus path"))
+    text.read_ranks(check.text(config, "data.tokenizer_path", "must be a .tiktoken file"))
+
+
+def model_from_config(config, vocab_size: int) -> transformer.Transformer:
+    c = config.model
+    return transformer.Transformer(vocab_size=vocab_size, num_layers=c.num_layers, num_heads=c.num_heads,
+                                   head_dim=c.head_dim, cond_dim=c.cond_dim, mlp_multiple_of=c.mlp_multiple_of,
+                                   positions=c.positions, max_len=config.data.seq_len, dtype=c.dtype)
+
+
+def schedule_from_config(config) -> md4.MaskingSchedule:
+    c = config.diffusion
+    return md4.MaskingSchedule(c.schedule, c.eps, c.power)
+
+
+def token_dir(config, workdir) -> str:
+    """The content-keyed directory of the run's token files."""
+    return text.token_dir(cache.cache_root(config, workdir), config.data.path, config.data.tokenizer_path,
+                          config.data.val_fraction, config.data.seed)
+
+
+def load_data(config, workdir) -> text.TokenData:
+    """Tokenize (once, process 0 first) and open the packed token files on every process."""
+    out = token_dir(config, workdir)
+    cache.prepare_once(lambda: text.prepare_tokens(config.data.path, config.data.tokenizer_path, out,
+                                                   config.data.val_fraction, config.data.seed),
+                       os.path.join(out, "meta.json"))
+    return text.TokenData(out, config.data.seq_len, config.seed)
+
+
+def md4_loss_fn(model: transformer.Transformer, schedule: md4.MaskingSchedule, vocab_size: int):
+    """``loss_fn(params, x0, keys)`` for :func:`rhmdiff.train.fit`: the diffusion part of the
+    ELBO (nats per token), t ~ U(0, 1) and the masks drawn from each sequence's key."""
+
+    def noise(key, x0):
+        k_t, k_mask = jax.random.split(key)
+        t = jax.random.uniform(k_t)
+        return t, md4.q_sample(k_mask, schedule, x0, t, vocab_size)
+
+    def loss_fn(params, x0, keys):
+        t, x_t = jax.vmap(noise)(keys, x0)
+        per_sequence = md4.diffusion_term(schedule, x0, x_t, t, model.apply(params, x_t, t), vocab_size)
+        nats = per_sequence.mean() / x0.shape[1]
+        return nats, {"nats_per_token": nats, "bits_per_token": nats / math.log(2)}
+
+    return loss_fn
+
+
+def make_val_loss(key, model: transformer.Transformer, schedule: md4.MaskingSchedule, val_x, vocab_size: int,
+                  batch_size: int):
+    """``params -> {"val_loss"}``: MD4's full negative ELBO (:func:`md4.loss`), bits per
+    token, on ``val_x`` with the same noise at every evaluation."""
+
+    @jax.jit
+    def batch_bits(params, k, x0):
+        return md4.loss(k, Partial(model.apply, params), schedule, x0, vocab_size)[1]["bits_per_token"]
+
+    def val_loss(params):
+        total = 0.0
+        for i in range(0, len(val_x), batch_size):
+            x0 = val_x[i:i + batch_size]
+            total += float(batch_bits(params, jax.random.fold_in(key, i), x0)) * len(x0)
+        return {"val_loss": total / len(val_x)}
+
+    return val_loss
+
+
+def generate(key, model: transformer.Transformer, params, schedule: md4.MaskingSchedule, num: int, seq_len: int,
+             vocab_size: int, batch_size: int, steps: int, top_p: float | None, grid: str) -> np.ndarray:
+    """``int32[num, seq_len]`` sequences from MD4's ancestral sampler, in batches."""
+    logits_fn = Partial(model.apply, params)
+    return np.concatenate([
+        np.asarray(md4.sample(jax.random.fold_in(key, i), logits_fn, schedule, (min(batch_size, num - i), seq_len),
+                              vocab_size, T=steps, top_p=top_p, progress=True, grid=grid))
+        for i in range(0, num, batch_size)])
+
+
+def stage_steps(keep_tokens, tokens_per_step: int, num_steps: int) -> tuple[int, ...]:
+    """The training steps nearest to ``keep_tokens`` tokens (those within the run)."""
+    steps = {max(1, round(float(n) / tokens_per_step)) for n in keep_tokens}
+    return tuple(sorted(s for s in steps if s <= num_steps))
+
+
+def setup(config, workdir) -> dict:
+    """Data, ``model``, ``schedule``, ``tokenizer``, PRNG ``keys``, ``fit_kwargs`` and the
+    derived ``num_steps`` (one epoch when ``train.num_steps`` is -1) and ``keep_steps``
+    (from ``train.keep_tokens``)."""
+    data = load_data(config, workdir)
+    vocab_size = data.vocab_size
+    tokens_per_step = config.train.batch_size * config.data.seq_len
+    num_steps = config.train.num_steps
+    if num_steps == -1:
+        num_steps = data.order.steps_per_epoch(config.train.batch_size)
+        if num_steps == 0:
+            raise DataError(f"train.batch_size = {config.train.batch_size} exceeds the {data.order.n} training "
+                            f"sequences of {config.data.seq_len} tokens: no full batch in an epoch")
+    num_val = min(config.eval.val_sequences, data.num_sequences["val"])
+    if num_val == 0:
+        raise DataError(f"data.val_fraction = {config.data.val_fraction} left no validation sequence of "
+                        f"{config.data.seq_len} tokens")
+    model, schedule = model_from_config(config, vocab_size), schedule_from_config(config)
+    k_init, k_val, k_gen = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    params = model.init(k_init, jnp.zeros((1, config.data.seq_len), jnp.int32), jnp.zeros((1,)))
+    val_x = data.sequences("val", np.arange(num_val))
+    fit_kwargs = dict(
+        params=params, loss_fn=md4_loss_fn(model, schedule, vocab_size),
+        batches=lambda start, num, rows: data.batches(config.train.batch_size, start, num, rows),
+        validate=make_val_loss(k_val, model, schedule, val_x, vocab_size, config.eval.batch_size),
+        num_steps=num_steps, keep_steps=stage_steps(config.train.keep_tokens, tokens_per_step, num_steps))
+    return dict(data=data, model=model, schedule=schedule, vocab_size=vocab_size, fit_kwargs=fit_kwargs,
+                tokenizer=text.load_tokenizer(config.data.tokenizer_path), keys=dict(generate=k_gen),
+                tokens_per_step=tokens_per_step)
+
+
+def write_samples(directory, x: np.ndarray, tokenizer) -> None:
+    """``samples.npy`` (tokens) and ``samples.txt`` (decoded, one sample per block)."""
+    write_npy(directory / "samples.npy", x)
+    with atomic_write(directory / "samples.txt") as f:
+        for i, seq in enumerate(x):
+            f.write(f"===== sample {i} =====\n{tokenizer.decode(seq.tolist())}\n")
+
+
+def run(config, workdir, stop_at: int | None = None) -> dict | None:
+    """Train MD4 on the corpus, then generate and decode samples; writes results.json.
+    ``stop_at`` interrupts training after that step (as a preemption would): returns None."""
+    s = setup(config, workdir)
+    fk = s["fit_kwargs"]
+    n_params = num_params(fk["params"])
+    logging.info("MD4 transformer: %d parameters (%.1fM), vocabulary %d + mask, %d training sequences of %d tokens, "
+                 "%d steps of %d tokens", n_params, n_params / 1e6, s["vocab_size"],
+                 s["data"].num_sequences["train"], config.data.seq_len, fk["num_steps"], s["tokens_per_step"])
+    fitted = train.fit_until_done(config, workdir, stop_at, **fk)
+    if fitted is None:
+        return None
+    seconds = {"training": fitted["seconds"]}
+    t0 = time.perf_counter()
+    x = generate(s["keys"]["generate"], s["model"], fitted["params"], s["schedule"], config.eval.num_samples,
+                 config.data.seq_len, s["vocab_size"], config.eval.batch_size, config.eval.sample_steps,
+                 config.eval.top_p or None, config.eval.sampling_grid)
+    seconds["generation"] = time.perf_counter() - t0
+    results = {
+        "task": "md4",
+        "num_params": n_params,
+        "steps": fitted["steps"],
+        "tokens_seen": fitted["steps"] * s["tokens_per_step"],
+        "best_step": fitted["best_step"],
+        "val_loss": fitted["best_val_loss"],
+        "val_loss_units": "negative ELBO, bits per token",
+        "stages": list(fk["keep_steps"]),
+        "num_samples": int(len(x)),
+        "seconds": seconds,
+        **workdir_lib.provenance(config),
+    }
+    if jax.process_index() == 0:
+        write_samples(workdir, x, s["tokenizer"])
+        write_json(workdir / "results.json", results)
+        print(f"MD4: {n_params / 1e6:.2f}M parameters, {results['tokens_seen']} training tokens, "
+              f"validation {results['val_loss']:.4f} bits/token; {len(x)} samples in {workdir}/samples.txt")
+    return results

@@ -1,0 +1,339 @@
+"""The run directory: claimed by one run at a time, recognised as rhmdiff's, cleared safely.
+
+A run *claims* its workdir (:func:`claim`) only after every input has been checked:
+
+* the directory must be new, empty, or carry the marker file ``.rhmdiff`` that rhmdiff writes
+  when it claims a directory (a directory made by an earlier version of rhmdiff -- a
+  ``config.json`` and only files rhmdiff writes -- is adopted and marked);
+* ``config.json`` records the experiment's config (and, under ``"versions"``, the code and
+  library versions); a rerun with the same config resumes, one whose fields differ only in
+  the task's evaluation settings (``MUTABLE`` of the task module) re-runs the evaluation on
+  the trained model, and any other difference is refused unless ``config.overwrite``;
+* overwrite deletes only what rhmdiff creates (:data:`OUTPUTS`: checkpoints, metrics,
+  results, figures; sub-runs such as a sweep's points recursively), never caches
+  (``cache/``) or files it does not know, and never the current directory, one of its
+  ancestors or the home directory;
+* a lock (``.rhmdiff.lock``, ``flock`` on a local disk) refuses a second run in the same
+  directory while the first is alive; the lock dies with its process.
+
+Every refusal is a :class:`WorkdirError` whose message is one line naming the path or field.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fnmatch
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import sys
+
+from absl import logging
+from etils import epath
+
+from rhmdiff import __version__
+from rhmdiff.files import as_path, is_remote, read_json, write_json
+
+MARKER = ".rhmdiff"
+LOCK = ".rhmdiff.lock"
+CONFIG = "config.json"
+CACHE = "cache"
+# Top-level fields that steer one invocation, not the experiment: not compared on resume.
+RUN_CONTROL = ("overwrite", "distributed", "restart", "coordinator_timeout")
+# What rhmdiff writes into a workdir (fnmatch patterns); overwrite deletes these and nothing else.
+OUTPUTS = (
+    CONFIG, MARKER, "checkpoints", "best", "stages", "unreadable_checkpoints", "metrics.jsonl", "tensorboard",
+    "train_state.json", "results.json", "generated.npy", "samples.npy", "samples.txt", "samples.png", "stage_*",
+    *(f"{name}.{ext}" for name in ("sweep", "clustering_sweep", "onestep", "correlations", "sensitivity",
+                                   "text_correlations", "perplexity", "mmd", "score_error", "mup_transfer")
+      for ext in ("json", "png")))
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml-collections")
+
+
+class WorkdirError(Exception):
+    """The workdir cannot be used as asked; the message is one line naming the path or field."""
+
+
+def is_output(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUTS)
+
+
+def versions() -> dict:
+    """rhmdiff's version (and git commit when run from a checkout), Python's and the libraries'."""
+    out = {"rhmdiff": __version__, "python": platform.python_version()}
+    head = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".git", "HEAD")
+    with contextlib.suppress(OSError):
+        ref = open(head).read().strip()
+        if ref.startswith("ref: "):
+            ref = open(os.path.join(os.path.dirname(head), ref[5:])).read().strip()
+        out["git"] = ref
+    for lib in LIBRARIES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[lib] = importlib.metadata.version(lib)
+    return out
+
+
+def experiment(config) -> dict:
+    """The config as stored in ``config.json`` (JSON types, run-control fields left out)."""
+    out = json.loads(json.dumps(config.to_dict()))
+    for key in RUN_CONTROL:
+        out.pop(key, None)
+    return out
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names (without ``config.``) of the fields that differ, depth first."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        name = f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, name + ".")
+        elif a != b:
+            out.append(name)
+    return out
+
+
+def _lookup(tree: dict, name: str):
+    for part in name.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return "<missing>"
+        tree = tree[part]
+    return tree
+
+
+def _is_mutable(name: str, mutable) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in mutable)
+
+
+def _protected(path: epath.Path) -> str | None:
+    """Why overwrite must never clear ``path`` (None if it may)."""
+    if is_remote(path):
+        return None
+    real = os.path.realpath(os.fspath(path))
+    cwd, home = os.path.realpath(os.getcwd()), os.path.realpath(os.path.expanduser("~"))
+    if real == os.path.dirname(real):
+        return "it is the filesystem root"
+    if real == home:
+        return "it is the home directory"
+    if cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep):
+        return "it is the current directory or one of its ancestors"
+    return None
+
+
+def clear_outputs(path: epath.Path) -> list[str]:
+    """Delete what rhmdiff wrote in ``path`` (recursing into marked sub-runs); returns the
+    names of the entries it left (caches and files it does not know)."""
+    kept = []
+    for child in sorted(path.iterdir(), key=lambda p: p.name):
+        if child.name == LOCK:
+            continue
+        if is_output(child.name) and child.name != MARKER:
+            child.rmtree() if child.is_dir() else child.unlink()
+        elif child.is_dir() and (child / MARKER).exists():
+            if clear_outputs(child):
+                kept.append(child.name)
+            else:
+                (child / MARKER).unlink()
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        else:
+            kept.append(child.name)
+    return kept
+
+
+class _Lock:
+    """``flock`` on ``workdir/.rhmdiff.lock`` (local disks; object stores have no locks)."""
+
+    def __init__(self, path: epath.Path):
+        self.path, self.fd = path / LOCK, None
+
+    def acquire(self):
+        if is_remote(self.path):
+            logging.warning("%s is on an object store: no lock against a second run in the same workdir",
+                            self.path.parent)
+            return
+        import fcntl
+        fd = os.open(os.fspath(self.path), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise WorkdirError(f"--workdir {self.path.parent}: another rhmdiff run is using it ({holder}); "
+                               "wait for it to finish or use another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self.fd = fd
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _check_directory(path: epath.Path) -> None:
+    """Create ``path`` if needed; one-line errors for a file, or a directory we cannot write."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise WorkdirError(f"--workdir {path}: is a file, not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+        if not is_remote(path) and not os.access(os.fspath(path), os.W_OK | os.X_OK):
+            raise WorkdirError(f"--workdir {path}: not writable")
+    except OSError as e:
+        raise WorkdirError(f"--workdir {path}: cannot be created ({e.strerror or e})") from None
+
+
+def _stored_config(path: epath.Path) -> dict | None:
+    """The stored experiment config, None if there is none; WorkdirError if it is unreadable."""
+    cfg = path / CONFIG
+    if not cfg.exists():
+        return None
+    try:
+        stored = read_json(cfg)
+        if not isinstance(stored, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise WorkdirError(f"--workdir {path}: {CONFIG} is unreadable ({str(e).splitlines()[0][:80]}); "
+                           "--config.overwrite=True starts the run over") from None
+    stored.pop("versions", None)
+    return stored
+
+
+class Claim:
+    """A claimed workdir: the lock is held until :meth:`release` (or the end of a ``with``)."""
+
+    def __init__(self, path: epath.Path, lock: _Lock | None, changed: list[str]):
+        self.path, self._lock, self.changed = path, lock, changed
+
+    def release(self):
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def claim(config, workdir, mutable=(), lock: bool = True) -> Claim:
+    """Claim ``workdir`` for a run of ``config`` (see the module docstring); returns a
+    :class:`Claim` whose ``changed`` lists the evaluation fields that differ from the stored
+    run. Call it on one process only."""
+    path = as_path(workdir)
+    _check_directory(path)
+    holder = _Lock(path)
+    if lock:
+        holder.acquire()
+    try:
+        changed = _claim(config, path, mutable)
+    except BaseException:
+        holder.release()
+        raise
+    return Claim(path, holder, changed)
+
+
+def _claim(config, path: epath.Path, mutable) -> list[str]:
+    names = {p.name for p in path.iterdir()} - {LOCK}
+    if names and MARKER not in names:
+        if CONFIG not in names or not all(is_output(n) or n == CACHE for n in names):
+            raise WorkdirError(f"--workdir {path}: holds files that rhmdiff did not create (no {MARKER} marker); "
+                               "use a new or empty directory")
+        logging.info("%s: a run made before the workdir marker; adopting it", path)
+    current = experiment(config)
+    overwrite = bool(config.get("overwrite", False))
+    try:
+        stored = _stored_config(path)
+    except WorkdirError:
+        if not overwrite:
+            raise
+        stored = {"<unreadable>": True}
+    changed = []
+    if stored is not None:
+        diff = differences(stored, current)
+        fixed = [d for d in diff if not _is_mutable(d, mutable)]
+        if fixed and not overwrite:
+            first = fixed[0]
+            raise WorkdirError(
+                f"--workdir {path}: holds a run with a different config (config.{first}: "
+                f"{_lookup(stored, first)!r} -> {_lookup(current, first)!r}); use another --workdir or "
+                "--config.overwrite=True")
+        if fixed:
+            why = _protected(path)
+            if why:
+                raise WorkdirError(f"config.overwrite: refusing to clear {path}: {why}")
+            kept = clear_outputs(path)
+            logging.warning("overwrite: deleted the previous run in %s (config.%s changed)%s", path, fixed[0],
+                            f"; kept {kept}" if kept else "")
+        else:
+            changed = diff
+            if changed:
+                logging.info("evaluation settings changed (%s): the trained model is kept, its evaluation re-run",
+                             ", ".join(f"config.{d}" for d in changed))
+    _check_versions(path)
+    write_json(path / CONFIG, dict(current, versions=versions()))
+    if not (path / MARKER).exists():
+        write_json(path / MARKER, {"created": datetime.datetime.now().isoformat(timespec="seconds"),
+                                   "task": current.get("task"), "argv": sys.argv})
+    return changed
+
+
+def claim_all(config, workdir, mutable=(), lock: bool = True) -> Claim:
+    """:func:`claim` on process 0, agreed by every process: all raise :class:`WorkdirError`
+    when process 0 refused (process 0 with the reason). Returns the claim on process 0."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    held, error = None, None
+    if jax.process_index() == 0:
+        try:
+            held = claim(config, workdir, mutable, lock)
+        except WorkdirError as e:
+            error = e
+    if jax.process_count() > 1:
+        refused = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+        if refused and error is None:
+            raise WorkdirError(f"--workdir {workdir}: refused by process 0 (its log says why)")
+    if error is not None:
+        raise error
+    return held or Claim(as_path(workdir), None, [])
+
+
+def provenance(config) -> dict:
+    """The ``config`` (as stored in ``config.json``) and ``versions`` entries of a results file."""
+    return {"config": experiment(config), "versions": versions()}
+
+
+def _check_versions(path: epath.Path) -> None:
+    """Warn when the run in ``path`` was made with other code or libraries."""
+    cfg = path / CONFIG
+    if not cfg.exists():
+        return
+    with contextlib.suppress(ValueError, OSError):
+        old = read_json(cfg).get("versions") or {}
+        new = versions()
+        diff = [f"{k} {old[k]} -> {new.get(k)}" for k in sorted(old) if old[k] != new.get(k)]
+        if diff:
+            logging.warning("%s was made with other code or libraries (%s): a resume continues with this code",
+                            path, "; ".join(diff))
+
+
+def read_run_config(run_dir, field: str, task: str | tuple[str, ...]):
+    """The config that a run of ``task`` stored in ``run_dir/config.json``, as a ConfigDict;
+    ``WorkdirError`` naming ``field`` if ``run_dir`` holds no such run."""
+    import ml_collections
+    tasks = (task,) if isinstance(task, str) else task
+    path = as_path(run_dir) / CONFIG
+    if not path.exists():
+        raise WorkdirError(f"{field}: {run_dir} holds no {CONFIG} of a {' or '.join(tasks)} run")
+    stored = read_json(path)
+    stored.pop("versions", None)
+    if stored.get("task") not in tasks:
+        raise WorkdirError(f"{field}: {run_dir} is a run of task {stored.get('task')!r}, "
+                           f"not {' or '.join(repr(t) for t in tasks)}")
+    return ml_collections.ConfigDict(stored)
