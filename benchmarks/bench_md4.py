@@ -61,7 +61,7 @@ def main():
                                  args.batch, devices, ema_decay=c.train.ema_decay)
     state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                              ema_params=jax.tree_util.tree_map(jnp.zeros_like, params))
-    box = [train._replicate(state, 1)]
+    box = [jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], state)]
     k = args.steps_per_call
     x = np.random.default_rng(0).integers(0, args.vocab, (1, k, args.batch, args.seq_len)).astype(np.int32)
     firsts = np.zeros((1,), np.int32)

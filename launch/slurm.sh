@@ -5,7 +5,8 @@
 #       --config configs/rhm_L3.py:paper --workdir /shared/runs/rhm_L3 [--override ...] [--dry_run]
 #
 # The job gets SIGTERM 120 s before its time limit (and on preemption): rhmdiff saves a
-# checkpoint and exits 143; --requeue makes SLURM restart it, and the rerun resumes.
+# checkpoint and exits 143, and slurm.sbatch requeues the job (scontrol requeue), which
+# resumes from that checkpoint. RHMDIFF_REQUEUE=0 in the environment turns that off.
 set -euo pipefail
 nodes=1 gpus=4 time_limit="24:00:00" config="" workdir="" dry_run=0 overrides=() partition=""
 while [[ $# -gt 0 ]]; do

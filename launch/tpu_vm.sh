@@ -38,7 +38,13 @@ gcloud_tpu=(gcloud compute tpus tpu-vm --project="$project" --zone="$zone")
 if [[ $dry_run == 1 ]] || ! "${gcloud_tpu[@]}" describe "$tpu" > /dev/null 2>&1; then
   run "${gcloud_tpu[@]}" create "$tpu" --accelerator-type="$accelerator" --version="$runtime"
 fi
-archive="${TMPDIR:-/tmp}/rhmdiff-$$.tar.gz"
+if [[ $dry_run == 1 ]]; then
+  archive="${TMPDIR:-/tmp}/rhmdiff.XXXXXX/rhmdiff.tar.gz"
+else
+  tmp_dir=$(mktemp -d "${TMPDIR:-/tmp}/rhmdiff.XXXXXX")  # unpredictable, private, removed on exit
+  trap 'rm -rf "$tmp_dir"' EXIT
+  archive="$tmp_dir/rhmdiff.tar.gz"
+fi
 run git archive --format=tar.gz -o "$archive" HEAD
 run "${gcloud_tpu[@]}" scp "$archive" "$tpu":rhmdiff.tar.gz --worker=all
 run "${gcloud_tpu[@]}" ssh "$tpu" --worker=all --command="mkdir -p rhmdiff && tar -xzf rhmdiff.tar.gz -C rhmdiff && cd rhmdiff && pip install -e '.[tpu,text]'"

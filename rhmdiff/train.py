@@ -3,12 +3,14 @@ checkpoints with exact resume, metrics (``metrics.jsonl`` + TensorBoard), progre
 
 The task supplies four things to :func:`fit`:
 
-* ``params``: initial parameters;
+* ``init_params() -> params``: the initial parameters (traced inside ``pmap``, so a large
+  model is created on its devices directly, without host copies);
 * ``loss_fn(params, batch, keys) -> (objective, metrics)`` on one device's batch, with one
   PRNG key per example;
 * ``batches(start, num, rows) -> array[num, len(rows), ...]``: rows ``rows`` (a slice: this
   process's share) of the global batches of steps ``start .. start+num-1`` (host side; a
   pure function of the step, so resumes are exact, and hosts never read each other's rows);
+  the next chunk's batches are built in a background thread while the current chunk runs;
 * ``validate(params) -> dict`` with a ``"val_loss"`` entry (lower is better).
 
 Data parallelism: the global batch is cut into one slice per process
@@ -19,17 +21,29 @@ The key of example ``i`` of the global batch at step ``n`` is ``fold_in(fold_in(
 not depend on the number of devices or processes. Steps run in chunks of
 ``train.steps_per_call`` inside one ``lax.scan`` (faster for the RHM U-Net's matmuls and for
 the MD4 transformer, measured); with ``steps_per_call = 1`` each step is one call without a
-loop (XLA:CPU runs convolution-heavy steps much faster outside ``lax.scan``: the image U-Net ~20x).
+loop (XLA:CPU runs convolution-heavy steps much faster outside ``lax.scan``: the image U-Net
+~20x). Training metrics are summed on the devices and fetched when they are logged.
 
 Early stopping (paper Sec. 3.1): every ``train.eval_every`` steps the validation loss is
 measured; the best parameters are kept (``workdir/best``) and training stops after
-``train.patience`` evaluations without improvement (or at ``train.num_steps``).
+``train.patience`` evaluations without improvement (or at ``num_steps``).
 
-Checkpoints (``workdir/checkpoints``, orbax ``CheckpointManager``, async): the train state
-and the early-stopping bookkeeping after every evaluation, and on SIGTERM / an orbax
-preemption notice (then :class:`Preempted` follows). Rerunning the same command resumes
-from the newest checkpoint that loads; the result is identical to an uninterrupted run.
-``train.max_nonfinite`` non-finite steps in a row stop the run (``FloatingPointError``).
+Checkpoints (``workdir/checkpoints``, orbax ``CheckpointManager``): the train state, the
+early-stopping bookkeeping and the partial metric sums, after every evaluation, every
+``train.checkpoint_every`` steps, and on a preemption (then :class:`Preempted` follows).
+Rerunning the same command resumes from the newest checkpoint that loads (unreadable ones
+are moved to ``workdir/unreadable_checkpoints``); the result is identical to an
+uninterrupted run. If checkpoints exist and none loads, the run stops with a
+:class:`CheckpointError` (``config.restart`` starts over instead, clearing ``checkpoints/``,
+``best/``, ``stages/`` and the metrics). Every save is checked, and the best parameters are
+restored at the recorded best step or not at all.
+
+Preemption: on one process, SIGTERM (what SLURM, Kubernetes and TPU maintenance send) sets a
+flag; with ``jax.distributed`` the decision is JAX's preemption sync point, which every
+process reaches at the same step (JAX's own SIGTERM notifier, installed by
+``jax.distributed.initialize``, is left in place), so all processes save the same step and
+stop together. ``train.max_nonfinite`` non-finite steps in a row stop the run
+(``FloatingPointError``).
 
 Optional ``config.train`` fields (defaults in brackets): ``lr_schedule`` ["constant"] or
 "cosine" (decay to 0 at ``num_steps``), ``warmup_steps`` [0] (linear warmup from 0),
@@ -38,12 +52,15 @@ Optional ``config.train`` fields (defaults in brackets): ``lr_schedule`` ["const
 ``ema_decay`` [0 = off]: an exponential moving average of the parameters is kept and used
 for validation, the best parameters and the stages (``ema_debias`` [True]: started at zero
 and bias-corrected; False: started at the initial weights, as MD4 and improved-diffusion;
-:func:`ema_params`); ``keep_steps`` [()]:
-steps whose (EMA) parameters are kept for good in ``workdir/stages`` (e.g. log-spaced
-numbers of training tokens, for analyses per training stage).
+:func:`ema_params`); ``keep_steps`` [()]: steps whose (EMA) parameters are kept for good in
+``workdir/stages`` (e.g. log-spaced numbers of training tokens, for analyses per training
+stage); ``checkpoint_every`` [0: at evaluations only]; ``log_every`` [0: at evaluations
+only]: training metrics to ``metrics.jsonl`` and TensorBoard.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import datetime
 import json
 import math
 import os
@@ -61,7 +78,7 @@ from absl import logging
 from flax import struct
 from jax.experimental import multihost_utils
 
-from rhmdiff._util import progress
+from rhmdiff._util import num_params, progress
 from rhmdiff.files import as_path, atomic_write, is_remote, write_json
 
 AXIS = "devices"
@@ -71,7 +88,7 @@ MAX_CONSECUTIVE_NONFINITE = 100
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM / an orbax preemption notice after saving a checkpoint."""
+    """Training stopped on a preemption notice after saving a checkpoint."""
 
 
 class CheckpointError(RuntimeError):
@@ -129,8 +146,7 @@ def optimizer_from_config(tc, lr_scale: float = 1.0, max_nonfinite: int = MAX_CO
     horizon = tc.get("lr_decay_steps", 0) or (tc.num_steps if num_steps is None else num_steps)
     return make_optimizer(tc.optimizer, tc.lr, tc.get("momentum", 0.9), lr_scale, max_nonfinite,
                           lr_schedule=tc.get("lr_schedule", "constant"), warmup_steps=tc.get("warmup_steps", 0),
-                          num_steps=horizon,
-                          weight_decay=tc.get("weight_decay", 0.0),
+                          num_steps=horizon, weight_decay=tc.get("weight_decay", 0.0),
                           grad_clip=tc.get("grad_clip", 0.0), b2=tc.get("b2", 0.999))
 
 
@@ -156,12 +172,14 @@ def ema_params(state: TrainState, decay: float, debias: bool):
         return state.ema_params
     if step == 0:
         return state.params
-    return jax.tree_util.tree_map(lambda e: np.asarray(e / (1.0 - decay**step), e.dtype), state.ema_params)
+    return jax.tree_util.tree_map(lambda e: e / (1.0 - decay**step), state.ema_params)
 
 
 def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices, ema_decay: float = 0.0):
     """pmapped ``(state, first, steps[n], batches[n, per_device, ...]) -> (state, metrics[n])``,
-    ``first``: the global index of the device's first example in every batch."""
+    ``first``: the global index of the device's first example in every batch. The state is
+    donated (updated in place); ``metrics["notfinite_in_a_row"]`` is the optimizer's count of
+    consecutive skipped updates after each step."""
 
     def one_step(state, inputs, first):
         step, batch = inputs
@@ -174,6 +192,7 @@ def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices, ema_decay: float 
         ema = state.ema_params
         if ema_decay:
             ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
+        metrics["notfinite_in_a_row"] = opt_state.notfinite_count
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
     def chunk(state, first, steps, batches):
@@ -187,81 +206,162 @@ def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices, ema_decay: float 
     return jax.pmap(chunk, axis_name=AXIS, donate_argnums=0, devices=devices if jax.process_count() == 1 else None)
 
 
-class _PreemptionFlag:
-    """Context manager: SIGTERM (a scheduler's preemption notice) sets a flag instead of
-    killing the process, so the trainer can save a checkpoint first; the previous handler
-    is restored on exit. Outside the main thread it does nothing (signals go there)."""
+def _distributed() -> bool:
+    """Whether ``jax.distributed.initialize()`` ran in this process."""
+    try:
+        from jax._src import distributed
+        return distributed.global_state.client is not None
+    except (ImportError, AttributeError):  # another JAX layout: several processes imply it
+        return jax.process_count() > 1
+
+
+class _Preemption:
+    """Context manager giving ``reached() -> bool``, called once per chunk on every process:
+    the preemption decision that every process takes at the same chunk. With
+    ``jax.distributed``: JAX's preemption sync point (its notifier catches SIGTERM; nothing
+    here replaces it), whose ids must be consecutive: the chunk counter. Otherwise SIGTERM sets
+    a flag (main thread only) and the previous handler is restored on exit."""
 
     def __enter__(self):
-        self._event = threading.Event()
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
+        self._event, self._previous, self._installed, self._calls = threading.Event(), None, False, 0
+        self._jax = _distributed()
+        if not self._jax and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
-        return self._event
+            self._installed = True
+        return self
+
+    def reached(self) -> bool:
+        self._calls += 1
+        if self._jax:
+            return bool(multihost_utils.reached_preemption_sync_point(self._calls))
+        return self._event.is_set()
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
         return False
 
 
-def _replicate(tree, n: int):
-    return jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)).copy(), tree)
+def _first_replica(tree):
+    """Replica 0 of a pmapped tree as arrays on its device (no host copy)."""
+    def first(x):
+        if not isinstance(x, jax.Array):
+            return x
+        local = x.addressable_data(0)
+        return local.reshape(local.shape[1:])
+    return jax.tree_util.tree_map(first, tree)
 
 
-def _unreplicate(tree):
-    """The first local replica as host arrays (works when the arrays span several processes)."""
-    first = lambda x: (x.addressable_data(0) if isinstance(x, jax.Array) else x)[0]
-    return jax.tree_util.tree_map(np.asarray, jax.device_get(jax.tree_util.tree_map(first, tree)))
+def _importable(module: str) -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _to_host(tree):
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 class Checkpoints:
     """orbax checkpoints in ``workdir``: ``checkpoints/`` (latest train states + JSON
-    bookkeeping, 2 kept), ``best/`` (the parameters with the lowest validation loss) and
-    ``stages/`` (the parameters at every step of ``train.keep_steps``, all kept)."""
+    bookkeeping, 2 kept), ``best/`` (the parameters with the lowest validation loss; the
+    previous best is kept too, so a run killed between the two saves of an evaluation still
+    finds its recorded best) and ``stages/`` (the parameters at every step of
+    ``train.keep_steps``, all kept)."""
+
+    NAMES = ("checkpoints", "best", "stages")
 
     def __init__(self, workdir):
+        self.workdir = as_path(workdir)
         options = lambda keep: ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         manager = lambda name, keep, items: ocp.CheckpointManager(
-            as_path(workdir) / name, options=options(keep), item_names=items)
+            self.workdir / name, options=options(keep), item_names=items)
         self.latest = manager("checkpoints", 2, ("state", "meta"))
-        self.best = manager("best", 1, ("params",))
+        self.best = manager("best", 2, ("params",))
         self.stages = manager("stages", None, ("params",))
         self._managers = (self.latest, self.best, self.stages)
 
     def restore_latest(self, abstract_state):
-        """``(state, meta)`` of the newest checkpoint that loads (an unreadable one is
-        skipped with a warning), or None."""
-        for step in sorted(self.latest.all_steps(), reverse=True):
+        """``(state, meta)`` of the newest checkpoint that loads, or None when there is none.
+        Unreadable steps are moved to ``unreadable_checkpoints/``; if steps exist and none
+        loads, :class:`CheckpointError`."""
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        for step in steps:
             try:
                 out = self.latest.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
                 return out.state, out.meta
-            except Exception as e:  # noqa: BLE001 -- any unreadable checkpoint: fall back to an older one
-                logging.warning("checkpoint at step %d of %s does not load (%s: %s); trying an older one",
-                                step, self.latest.directory, type(e).__name__, str(e).splitlines()[0][:200])
+            except Exception as e:  # noqa: BLE001 -- any unreadable checkpoint: move it aside, try an older one
+                why = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                moved = self._move_aside(step)
+                logging.warning("checkpoint at step %d of %s does not load (%s); moved to %s", step,
+                                self.latest.directory, why, moved)
+        if steps:
+            raise CheckpointError(f"none of the checkpoints of {self.workdir} (steps {sorted(steps)}) loads; "
+                                  f"they are in {self.workdir / 'unreadable_checkpoints'}; --config.restart=True "
+                                  "starts training over")
         return None
 
+    def _move_aside(self, step: int) -> str:
+        target = self.workdir / "unreadable_checkpoints" / f"{step}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (self.workdir / "checkpoints" / str(step)).rename(target)
+        _barrier(f"rhmdiff moved checkpoint {step} aside")
+        self.latest.reload()
+        return str(target)
+
+    @staticmethod
+    def _check(saved: bool, what: str, step: int):
+        if not saved:
+            raise CheckpointError(f"the {what} checkpoint of step {step} was not written (orbax skipped it)")
+
+    # Saves take host arrays: orbax writes host arrays from process 0, while the per-device
+    # replicas of a pmapped state are not global arrays it could write on several hosts.
     def save_latest(self, step: int, state, meta: dict):
-        self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                       meta=ocp.args.JsonSave(meta)))
+        self._check(self.latest.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_to_host(state)), meta=ocp.args.JsonSave(meta))), "latest", step)
 
     def save_best(self, step: int, params):
-        self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+        self._check(self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(_to_host(params)))),
+                    "best", step)
 
-    def restore_best(self, abstract_params):
-        return self._restore_params(self.best, self.best.latest_step(), abstract_params)
-
+    def restore_best(self, abstract_params, step: int | None = None):
+        """The best parameters (at ``step``, the recorded best step, when given)."""
+        steps = self.best.all_steps()
+        if step is None:
+            step = self.best.latest_step()
+        if step not in steps:
+            raise CheckpointError(f"{self.workdir / 'best'} holds steps {sorted(steps)}, not the recorded best step "
+                                  f"{step}; --config.restart=True starts training over")
+        return self._restore_params(self.best, step, abstract_params)
 
     def save_stage(self, step: int, params):
         if step not in self.stages.all_steps():  # a resumed run passes the same step again
-            self.stages.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+            self._check(self.stages.save(step, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(_to_host(params)))), "stage", step)
 
     def stage_steps(self) -> list[int]:
         return sorted(self.stages.all_steps())
 
     def restore_stage(self, step: int, abstract_params):
         return self._restore_params(self.stages, step, abstract_params)
+
+    def forget_after(self, step: int, best_step: int) -> None:
+        """Delete the best and stage checkpoints a run saved after its last train state
+        (``step``; a kill between the saves of one evaluation), except the recorded best
+        ``best_step``: the resumed run writes them again, identically."""
+        for manager, keep in ((self.best, {best_step}), (self.stages, set())):
+            for s in manager.all_steps():
+                if s > step and s not in keep:
+                    manager.delete(s)
 
     @staticmethod
     def _restore_params(manager, step, abstract_params):
@@ -278,10 +378,13 @@ class Checkpoints:
 
 
 def restore_best(run_dir, abstract_params):
-    """The best parameters a finished run kept in ``run_dir/best`` (shapes from ``abstract_params``)."""
+    """The best parameters a finished run kept in ``run_dir/best`` (at the best step that
+    ``train_state.json`` records; shapes from ``abstract_params``)."""
+    state_file = as_path(run_dir) / "train_state.json"
+    step = json.loads(state_file.read_text()).get("best_step") if state_file.exists() else None
     ckpt = Checkpoints(run_dir)
     try:
-        return ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_params))
+        return ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_params), step)
     finally:
         ckpt.close()
 
@@ -303,14 +406,14 @@ def read_metrics(path) -> list[dict]:
             if number == len(lines):
                 logging.warning("%s: dropping a torn last line (%d characters)", path, len(line))
                 break
-            raise ValueError(f"{path}: line {number} is not JSON") from None
+            raise CheckpointError(f"{path}: line {number} is not JSON") from None
     return rows
 
 
 class MetricWriter:
-    """Scalars to ``metrics.jsonl`` (one JSON object per evaluation) and TensorBoard event
-    files (tensorboardX, no TensorFlow). Only process 0 writes. On resume, lines after the
-    restored step are dropped so the file matches an uninterrupted run."""
+    """Scalars to ``metrics.jsonl`` (one JSON object per log or evaluation) and TensorBoard
+    event files (tensorboardX, no TensorFlow). Only process 0 writes. On resume, lines after
+    the restored step are dropped so the file matches an uninterrupted run."""
 
     def __init__(self, workdir, resume_step: int):
         self.enabled = jax.process_index() == 0
@@ -320,31 +423,32 @@ class MetricWriter:
             return
         self.rows = [row for row in read_metrics(self.path) if row["step"] <= resume_step]
         self._rewrite()
-        try:
-            from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(os.fspath(as_path(workdir) / "tensorboard"), purge_step=resume_step + 1)
-        except Exception as e:  # noqa: BLE001 -- e.g. an object store tensorboardX cannot write to
-            logging.warning("no TensorBoard events (%s: %s); metrics.jsonl has every value", type(e).__name__, e)
+        events = as_path(workdir) / "tensorboard"
+        if is_remote(events) and not _importable("google.cloud.storage"):
+            logging.warning("no TensorBoard events in %s (tensorboardX writes to gs:// with google-cloud-storage, "
+                            "which is not installed); metrics.jsonl has every value", events)
+            return
+        from tensorboardX import SummaryWriter
+        self.tb = SummaryWriter(os.fspath(events), purge_step=resume_step + 1)
 
     def _rewrite(self):
         with atomic_write(self.path) as f:
             f.writelines(json.dumps(row) + "\n" for row in self.rows)
 
-    def write(self, step: int, scalars: dict, jsonl: bool = True):
+    def write(self, step: int, scalars: dict):
         if not self.enabled:
             return
         if self.tb is not None:
             for name, value in scalars.items():
                 self.tb.add_scalar(name, value, step)
-        if jsonl:
-            self.rows.append({"step": step, **scalars})
-            if is_remote(self.path):  # object stores cannot append: the whole (small) file again
-                self._rewrite()
-            else:
-                with open(self.path, "a") as f:
-                    f.write(json.dumps(self.rows[-1]) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
+        self.rows.append({"step": step, **scalars})
+        if is_remote(self.path):  # object stores cannot append: the whole (small) file again
+            self._rewrite()
+        else:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(self.rows[-1]) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
 
     def close(self):
         if self.tb is not None:
@@ -363,18 +467,47 @@ def fit_until_done(config, workdir, stop_at: int | None = None, **fit_kwargs) ->
     return dict(fitted, seconds=time.perf_counter() - t0)
 
 
-def fit(config, workdir, *, params, loss_fn: Callable, batches: Callable, validate: Callable,
+def _start_over(workdir, ckpt: Checkpoints) -> Checkpoints:
+    """``config.restart``: clear the checkpoints, best and stage parameters and the metrics."""
+    ckpt.close()
+    if jax.process_index() == 0:
+        for name in (*Checkpoints.NAMES, "metrics.jsonl", "train_state.json", "tensorboard"):
+            path = workdir / name
+            if path.exists():
+                path.rmtree() if path.is_dir() else path.unlink()
+    _barrier("rhmdiff restart cleared")
+    logging.warning("restart: training %s from step 0", workdir)
+    return Checkpoints(workdir)
+
+
+def _schedule(tc, num_steps: int, keep_steps, stop_at):
+    """``next_stop(step) -> end`` of the chunk that starts at ``step``: the next evaluation,
+    kept stage, checkpoint, log, stop or chunk size, whichever comes first."""
+    every = [tc.eval_every] + [tc.get(k, 0) for k in ("checkpoint_every", "log_every") if tc.get(k, 0)]
+
+    def next_stop(step):
+        ends = [(step // n + 1) * n for n in every]
+        ends += [next((k for k in keep_steps if k > step), num_steps), num_steps, step + tc.steps_per_call]
+        if stop_at is not None:
+            ends.append(max(stop_at, step + 1))
+        return min(ends)
+
+    return next_stop
+
+
+def fit(config, workdir, *, init_params: Callable, loss_fn: Callable, batches: Callable, validate: Callable,
         lr_scale: float = 1.0, num_steps: int | None = None, keep_steps=None, stop_at: int | None = None,
         devices=None) -> dict:
     """Train (or resume) with ``config.train`` = {optimizer, lr, momentum, batch_size,
-    num_steps, eval_every, patience, steps_per_call} and seed ``config.seed``.
+    num_steps, eval_every, patience, steps_per_call, ...} and seed ``config.seed``.
 
     ``num_steps`` and ``keep_steps`` replace ``train.num_steps`` / ``train.keep_steps`` when
     the task derives them (e.g. one epoch of a corpus).
-    ``stop_at``: stop after that step as if preempted (the run resumes on the next call).
+    ``stop_at``: stop after that step as a kill would (no checkpoint unless the step is an
+    evaluation, which saves one; the run resumes from the last checkpoint on the next call).
     ``devices``: the local devices to use (default: all of ``jax.local_devices()``).
     Returns ``{"params": best parameters, "best_step", "best_val_loss", "steps",
-    "stopped_early", "skipped_updates", "done"}``."""
+    "stopped_early", "skipped_updates", "done", "preempted"}``."""
     tc = config.train
     num_steps = tc.num_steps if num_steps is None else num_steps
     workdir = as_path(workdir)
@@ -394,71 +527,117 @@ def fit(config, workdir, *, params, loss_fn: Callable, batches: Callable, valida
     current = lambda st: ema_params(st, ema_decay, ema_debias) if ema_decay else st.params  # the parameters to evaluate
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # diffusion noise of training
 
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                       ema_params=(jax.tree_util.tree_map(jnp.zeros_like if ema_debias else jnp.asarray, params)
-                                   if ema_decay else None))
+    def initial_state(_):
+        params = init_params()
+        ema = jax.tree_util.tree_map(jnp.zeros_like if ema_debias else jnp.asarray, params) if ema_decay else None
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema_params=ema)
+
+    abstract = jax.eval_shape(initial_state, 0)
     ckpt = Checkpoints(workdir)
     meta = {"best_val_loss": math.inf, "best_step": -1, "evals_without_improvement": 0,
             "stopped_early": False, "done": False, "train_sums": {}, "train_count": 0}
-    restored = ckpt.restore_latest(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state))
+    try:
+        restored = ckpt.restore_latest(abstract)
+    except CheckpointError:
+        if not config.get("restart", False):
+            ckpt.close()
+            raise
+        ckpt, restored = _start_over(workdir, ckpt), None
     if restored is not None:
-        state, meta = restored[0], {**meta, **restored[1]}  # fields added since keep their defaults
-        logging.info("resumed from step %d of %s", int(state.step), workdir)
-    step = int(state.step)
+        meta = {**meta, **restored[1]}  # fields added since keep their defaults
+        step = int(restored[0].step)
+        rstate = jax.pmap(lambda x: x, devices=devices if n_proc == 1 else None)(
+            jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (n_dev,) + np.shape(x)), restored[0]))
+        del restored
+        logging.info("resumed from step %d of %s", step, workdir)
+    else:
+        step = 0
+        logging.info("initializing %d parameters on %d devices", num_params(abstract.params), n_dev)
+        rstate = jax.pmap(initial_state, devices=devices if n_proc == 1 else None)(np.zeros(n_dev))
+    if jax.process_index() == 0:
+        ckpt.forget_after(step, meta["best_step"])
+    _barrier("rhmdiff resume cleaned")
     writer = MetricWriter(workdir, step)
     chunk_fn = _make_chunk_fn(loss_fn, tx, key, per_device, devices, ema_decay)
-    rstate = _replicate(state, n_dev)
     first_local = jax.process_index() * n_dev * per_device
     rows = slice(first_local, first_local + n_dev * per_device)
     firsts = first_local + per_device * np.arange(n_dev, dtype=np.int32)
+    next_stop = _schedule(tc, num_steps, keep_steps, stop_at)
+
+    def host_batches(start, end):
+        x = np.asarray(batches(start, end - start, rows))
+        if x.shape[1] != n_dev * per_device:
+            raise ValueError(f"batches returned {x.shape[1]} rows, expected {n_dev * per_device} ({rows})")
+        x = x.reshape((end - start, n_dev, per_device) + x.shape[2:]).swapaxes(0, 1)
+        steps = np.broadcast_to(np.arange(start, end, dtype=np.int32), (n_dev, end - start))
+        return steps, x
 
     bar = progress(total=num_steps, initial=step, desc="training", unit="step", disable=meta["done"])
-    train_sums, train_count, t_last = dict(meta["train_sums"]), meta["train_count"], time.perf_counter()
-    preempted = False
-    with _PreemptionFlag() as sigterm:
+    sums = {k: jnp.asarray(v, jnp.float32) for k, v in meta["train_sums"].items()}
+    count, t_last, logged = meta["train_count"], time.perf_counter(), False
+    preempted = stopped = False
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rhmdiff-batches")
+    pending = None if meta["done"] else pool.submit(host_batches, step, next_stop(step))
+
+    def train_scalars(now):
+        host = jax.device_get(sums)
+        out = {f"train/{k}": float(v) / count for k, v in host.items()}
+        out["train/steps_per_second"] = count / max(now - t_last, 1e-9)
+        return out
+
+    with _Preemption() as preemption:
         while not meta["done"]:
-            next_eval = (step // tc.eval_every + 1) * tc.eval_every
-            next_keep = next((k for k in keep_steps if k > step), math.inf)
-            end = min(next_eval, next_keep, num_steps, step + tc.steps_per_call, stop_at or math.inf)
-            x = np.asarray(batches(step, end - step, rows))
-            if x.shape[1] != n_dev * per_device:
-                raise ValueError(f"batches returned {x.shape[1]} rows, expected {n_dev * per_device} ({rows})")
-            x = x.reshape((end - step, n_dev, per_device) + x.shape[2:]).swapaxes(0, 1)
-            steps = np.broadcast_to(np.arange(step, end, dtype=np.int32), (n_dev, end - step))
+            end = next_stop(step)
+            steps, x = pending.result()
+            if end < num_steps and not (stop_at is not None and end >= stop_at):
+                pending = pool.submit(host_batches, end, next_stop(end))  # built while this chunk runs
+            if step == 0 and not logged:
+                logging.info("compiling the training step (%d parameters) ...", num_params(abstract.params))
+                t_compile = time.perf_counter()
             rstate, metrics = chunk_fn(rstate, firsts, steps, x)
-            metrics = _unreplicate(metrics)
+            metrics = _first_replica(metrics)
+            in_a_row = int(metrics.pop("notfinite_in_a_row")[-1])
+            if not logged:
+                if step == 0:
+                    logging.info("first chunk of %d steps (compilation included) took %.1f s", end - step,
+                                 time.perf_counter() - t_compile)
+                logged = True
             for name, values in metrics.items():
-                train_sums[name] = train_sums.get(name, 0.0) + float(np.sum(values))
-            train_count += end - step
+                sums[name] = sums.get(name, 0.0) + jnp.sum(values)
+            count += end - step
+            bar.update(end - step)
             step = end
-            bar.update(len(metrics["objective"]))
-            bar.set_postfix(loss=f"{float(np.mean(metrics['objective'])):.4g}",
-                            best_val=f"{meta['best_val_loss']:.4g}")
-            in_a_row = int(jax.device_get(rstate.opt_state.notfinite_count.addressable_data(0)[0]))
             if in_a_row >= max_nonfinite:
                 raise FloatingPointError(
                     f"{in_a_row} training steps in a row had a non-finite loss or gradient (up to step {step}; "
                     f"train.max_nonfinite = {max_nonfinite}): lower train.lr; the last checkpoint is unchanged")
             if step in keep_steps:
-                ckpt.save_stage(step, current(_unreplicate(rstate)))
-            preempted = sigterm.is_set() or ckpt.latest.reached_preemption(step)
-            if step % tc.eval_every and step != num_steps:
-                if preempted:
-                    meta.update(train_sums=train_sums, train_count=train_count)
-                    ckpt.save_latest(step, _unreplicate(rstate), meta)
-                if preempted or (stop_at is not None and step >= stop_at):
+                ckpt.save_stage(step, current(_first_replica(rstate)))
+            preempted = preemption.reached()
+            stopped = stop_at is not None and step >= stop_at
+            is_eval = step % tc.eval_every == 0 or step == num_steps
+            is_log = bool(tc.get("log_every", 0)) and step % tc.log_every == 0
+            is_ckpt = bool(tc.get("checkpoint_every", 0)) and step % tc.checkpoint_every == 0
+            if not is_eval:
+                now = time.perf_counter()
+                if is_log:
+                    writer.write(step, train_scalars(now))
+                    sums, count, t_last = {}, 0, now
+                if (is_ckpt or preempted) and not stopped:
+                    meta.update(train_sums={k: float(v) for k, v in jax.device_get(sums).items()}, train_count=count)
+                    ckpt.save_latest(step, _first_replica(rstate), meta)
+                if preempted or stopped:
                     break
                 continue
-            state = _unreplicate(rstate)
+            state = _first_replica(rstate)
             if tc.get("check_replicas", False):  # debug: every process holds the same parameters
-                multihost_utils.assert_equal(state.params, f"parameters differ across processes at step {step}")
+                multihost_utils.assert_equal(_to_host(state.params), f"parameters differ across processes at step {step}")
             val = validate(current(state))
             now = time.perf_counter()
-            scalars = {f"train/{k}": v / train_count for k, v in train_sums.items()}
+            scalars = train_scalars(now) if count else {}
             scalars.update({f"val/{k}": float(v) for k, v in val.items()})
-            scalars["train/steps_per_second"] = train_count / (now - t_last)
             scalars["train/skipped_updates"] = skipped_updates(state.opt_state)
-            train_sums, train_count, t_last = {}, 0, now
+            sums, count, t_last = {}, 0, now
             if val["val_loss"] < meta["best_val_loss"]:
                 meta.update(best_val_loss=float(val["val_loss"]), best_step=step, evals_without_improvement=0)
                 ckpt.save_best(step, current(state))
@@ -468,21 +647,26 @@ def fit(config, workdir, *, params, loss_fn: Callable, batches: Callable, valida
             meta["done"] = meta["stopped_early"] or step >= num_steps
             meta.update(train_sums={}, train_count=0)
             writer.write(step, scalars)
+            bar.set_postfix(loss=f"{scalars.get('train/objective', math.nan):.4g}", best_val=f"{meta['best_val_loss']:.4g}")
             logging.info("step %d: %s", step, ", ".join(f"{k} {v:.5g}" for k, v in scalars.items()))
-            ckpt.save_latest(step, state, meta)
-            if preempted or (stop_at is not None and step >= stop_at):
+            ckpt.save_latest(step, state, meta)  # also when stopped: a kill after this evaluation
+            del state
+            if preempted or stopped:
                 break
+    pool.shutdown(wait=False, cancel_futures=True)
     bar.close()
     if preempted and not meta["done"]:
         logging.warning("preempted at step %d: checkpoint saved; rerun the same command to resume", step)
     if meta["done"] and meta["stopped_early"]:
         logging.info("early stopping at step %d, best validation loss %.5g at step %d",
                      step, meta["best_val_loss"], meta["best_step"])
-    state = _unreplicate(rstate)
+    state = _first_replica(rstate)
+    del rstate
     ckpt.wait()
     best = current(state)
     if meta["best_step"] >= 0:
-        best = ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, best))
+        best = ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _to_host(best)),
+                                 meta["best_step"])
     ckpt.close()
     writer.close()
     if jax.process_index() == 0:

@@ -1,8 +1,8 @@
 """Multi-process training, launch scripts (dry run), preemption and checkpoint faults."""
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,25 +35,28 @@ def finish(proc, timeout=600):
     return proc.returncode, out, err
 
 
-@pytest.mark.early
+def multiprocess(workdir, *extra, **popen):
+    """launch/local_multiprocess.sh with 2 processes x 2 fake CPU devices (gloo collectives),
+    on a free port that the script picks itself."""
+    cmd = ["bash", "launch/local_multiprocess.sh", "--", CONFIG, f"--workdir={workdir}", *TINY_RHM,
+           "--config.coordinator_timeout=120", *extra]
+    # without the session's persistent compilation cache: two processes sharing the suite's
+    # cache directory is not what this test is about
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or "CACHE" not in k}
+    return subprocess.Popen(cmd, cwd=ROOT, env=dict(env, PYTHON=sys.executable), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
 def test_two_processes_equal_one_process(tmp_path):
-    """launch/local_multiprocess.sh: 2 processes x 2 fake CPU devices (gloo collectives)
-    train like 1 process x 4 devices at the same global batch; the processes' parameters
-    are asserted identical at every evaluation (train.check_replicas)."""
+    """2 processes x 2 fake CPU devices train like 1 process x 4 devices at the same global
+    batch; the processes' parameters are asserted identical at every evaluation
+    (train.check_replicas)."""
     single = tmp_path / "single"
     assert finish(cli(single))[0] == 0
     multi = tmp_path / "multi"
-    with socket.socket() as sock:  # a port that is free now, for the coordinator
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = ["bash", "launch/local_multiprocess.sh", "--port", str(port), "--",
-           CONFIG, f"--workdir={multi}", *TINY_RHM, "--config.train.check_replicas=True"]
-    # without the session's persistent compilation cache: two processes sharing the suite's
-    # cache directory is not what this test is about (and once hung the coordinator)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") or "CACHE" not in k}
-    proc = subprocess.run(cmd, cwd=ROOT, env=dict(env, PYTHON=sys.executable), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    code, out, _ = finish(multiprocess(multi, "--config.train.check_replicas=True"))
+    assert code == 0, out[-3000:]
+    proc = subprocess.CompletedProcess([], code, out)
     assert "[process 1]" in proc.stdout and "process 1 of 2, 2 local / 4 global devices" in proc.stdout
     for a, b in zip(metrics(single), metrics(multi), strict=True):
         assert a.keys() == b.keys()
@@ -72,6 +75,109 @@ def uninterrupted(tmp_path_factory):
 
 
 LONG = ["--config.train.num_steps=600", "--config.train.eval_every=200", "--config.train.steps_per_call=10"]
+
+
+def _pid_of_process(launcher_pid: int, process_id: int) -> int | None:
+    """The pid of rhmdiff process ``process_id`` started by local_multiprocess.sh."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"rhmdiff.main" in cmdline and f"RHMDIFF_PROCESS_ID={process_id}".encode() in environ:
+            return int(pid)
+    return None
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, uninterrupted):
+    """SIGTERM reaches only process 1 (as when one VM of a slice is preempted): JAX's
+    preemption sync point makes both processes save the same step and exit 143; the rerun
+    finishes exactly like an uninterrupted (single-process) run."""
+    workdir = tmp_path / "run"
+    proc = multiprocess(workdir, *LONG)
+    deadline = time.time() + 300
+    while not (workdir / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    pid = _pid_of_process(proc.pid, 1)
+    assert pid is not None and proc.poll() is None
+    os.kill(pid, signal.SIGTERM)
+    code, out, _ = finish(proc)
+    assert code == 143, out[-3000:]
+    stops = dict(re.findall(r"\[process (\d)\] .*preempted at step (\d+): checkpoint saved", out))
+    assert len(stops) == 2 and len(set(stops.values())) == 1, out[-3000:]  # both processes, one step
+    step = int(next(iter(stops.values())))
+    assert 0 < step < 600 and not (workdir / "results.json").exists()
+    ckpt = train.Checkpoints(workdir)
+    assert step in ckpt.latest.all_steps()
+    ckpt.close()
+    code, out, _ = finish(multiprocess(workdir, *LONG))
+    assert code == 0, out[-3000:]
+    for a, b in zip(metrics(workdir), metrics(uninterrupted), strict=True):
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=k)
+    r_full, r_resumed = (json.loads((d / "results.json").read_text()) for d in (uninterrupted, workdir))
+    assert r_full["accuracy"] == r_resumed["accuracy"] and r_full["steps"] == r_resumed["steps"]
+
+
+@pytest.fixture
+def fake_gcs(tmp_path, monkeypatch):
+    """``gs://`` URLs served from a local directory: an fsspec filesystem for epath (every
+    workdir, results and metrics file) and orbax's tensorstore arrays sent to the same place
+    (the two stand-ins for Google Cloud Storage this machine cannot reach)."""
+    import fsspec
+    from etils.epath import backend
+    from fsspec.implementations.local import LocalFileSystem
+    from orbax.checkpoint._src.path import gcs_utils
+    from orbax.checkpoint._src.serialization import tensorstore_utils
+
+    root = str(tmp_path / "gcs")
+    os.makedirs(root)
+
+    class FakeGCS(LocalFileSystem):
+        protocol = ("gs", "gcs")
+
+        def __init__(self, *args, finalize_on_close=None, **kwargs):
+            super().__init__(*args, **kwargs)
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = fsspec.utils.stringify_path(path)
+            path = path[len("gs://"):] if path.startswith("gs://") else path
+            return (path if path.startswith(root) else os.path.join(root, path)).rstrip("/")
+
+        def glob(self, path, **kwargs):
+            return [p[len(root) + 1:] for p in super().glob(path, **kwargs)]
+
+    previous = {p: fsspec.registry.get(p) for p in FakeGCS.protocol}
+    for p in FakeGCS.protocol:
+        fsspec.register_implementation(p, FakeGCS, clobber=True)
+    backend.fsspec_backend._get_filesystem.cache_clear()
+    monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda *a, **k: False)
+    monkeypatch.setattr(tensorstore_utils.gcs_utils, "get_kvstore_for_gcs",
+                        lambda path: {"driver": "file", "path": os.path.join(root, path[len("gs://"):])})
+    yield root
+    for p, impl in previous.items():
+        fsspec.register_implementation(p, impl or FakeGCS, clobber=True)
+    backend.fsspec_backend._get_filesystem.cache_clear()
+
+
+def test_gs_workdir_goes_through_epath(fake_gcs, tmp_path, monkeypatch):
+    """A ``gs://`` workdir: every file of the run lands in the (fake) bucket, nothing in a local
+    folder named ``gs:``; the rerun resumes from the bucket's checkpoints."""
+    from conftest import run_task
+    monkeypatch.chdir(tmp_path)
+    c = tiny_config(num_steps=20)
+    url = "gs://bucket/runs/tiny"
+    first = run_task(c, url, stop_at=10)
+    assert first is None and sorted(os.listdir(os.path.join(fake_gcs, "bucket/runs/tiny/checkpoints"))) == ["10"]
+    out = run_task(c, url)
+    assert out["steps"] == 20 and not os.path.exists(tmp_path / "gs:")
+    stored = os.listdir(os.path.join(fake_gcs, "bucket/runs/tiny"))
+    assert {"results.json", "generated.npy", "metrics.jsonl", "config.json", ".rhmdiff", "best"} <= set(stored)
+    assert [r["step"] for r in train.read_metrics(url + "/metrics.jsonl")] == [10, 20]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

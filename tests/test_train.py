@@ -2,6 +2,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -100,7 +101,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 def test_loss_decreases_on_a_tiny_problem(tmp_path, optimizer, lr):
     c = tiny_config(optimizer=optimizer, lr=lr, num_steps=300, eval_every=100, steps_per_call=50)
     kwargs = rhm_task.setup(c)["fit_kwargs"]
-    initial_val = kwargs["validate"](kwargs["params"])["val_loss"]
+    initial_val = kwargs["validate"](kwargs["init_params"]())["val_loss"]
     out = train.fit(c, str(tmp_path), **kwargs)
     rows = trajectory(tmp_path)
     assert rows[-1]["train/objective"] < 0.8 * rows[0]["train/objective"]
@@ -165,7 +166,8 @@ def _quadratic_run(tmp_path, **train_overrides):
     loss_fn = lambda p, x, keys: (((p["w"] - x) ** 2).mean(), {})
     batches = lambda start, num, rows: np.broadcast_to(
         np.arange(start, start + num, dtype=np.float32)[:, None], (num, 4))[:, rows]
-    out = train.fit(c, str(tmp_path), params={"w": np.zeros((), np.float32)}, loss_fn=loss_fn, batches=batches,
+    out = train.fit(c, str(tmp_path), init_params=lambda: {"w": jnp.zeros((), jnp.float32)}, loss_fn=loss_fn,
+                    batches=batches,
                     validate=validate, devices=jax.local_devices()[:2])
     return seen, out
 

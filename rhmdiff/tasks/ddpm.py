@@ -164,10 +164,10 @@ def setup(config, workdir) -> dict:
     model, schedule = model_from_config(config), schedule_from_config(config)
     k_init, k_val, k_gen = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     size = config.data.image_size
-    params = model.init(k_init, jnp.zeros((1, size, size, 3)), jnp.zeros((1,), jnp.int32))
+    init_params = lambda: model.init(k_init, jnp.zeros((1, size, size, 3)), jnp.zeros((1,), jnp.int32))
     num_val = min(config.eval.val_images, len(val))
     fit_kwargs = dict(
-        params=params, loss_fn=ddpm_loss_fn(model, schedule, config.diffusion.lam),
+        init_params=init_params, loss_fn=ddpm_loss_fn(model, schedule, config.diffusion.lam),
         batches=lambda start, num, rows: data.batches(config.train.batch_size, start, num, rows),
         validate=make_val_loss(k_val, model, schedule, np.asarray(val[:num_val]), config.diffusion.lam,
                                config.eval.batch_size),
@@ -179,7 +179,7 @@ def run(config, workdir, stop_at: int | None = None) -> dict | None:
     """Train Improved DDPM, then generate a grid of samples; writes results.json."""
     s = setup(config, workdir)
     fk = s["fit_kwargs"]
-    n_params = num_params(fk["params"])
+    n_params = num_params(jax.eval_shape(fk["init_params"]))
     logging.info("Improved-DDPM U-Net: %d parameters (%.1fM), %d training images, %d steps", n_params, n_params / 1e6,
                  len(s["data"].images), fk["num_steps"])
     fitted = train.fit_until_done(config, workdir, stop_at, **fk)

@@ -169,10 +169,10 @@ def setup(config, workdir) -> dict:
                         f"{config.data.seq_len} tokens")
     model, schedule = model_from_config(config, vocab_size), schedule_from_config(config)
     k_init, k_val, k_gen = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    params = model.init(k_init, jnp.zeros((1, config.data.seq_len), jnp.int32), jnp.zeros((1,)))
+    init_params = lambda: model.init(k_init, jnp.zeros((1, config.data.seq_len), jnp.int32), jnp.zeros((1,)))
     val_x = data.sequences("val", np.arange(num_val))
     fit_kwargs = dict(
-        params=params, loss_fn=md4_loss_fn(model, schedule, vocab_size),
+        init_params=init_params, loss_fn=md4_loss_fn(model, schedule, vocab_size),
         batches=lambda start, num, rows: data.batches(config.train.batch_size, start, num, rows),
         validate=make_val_loss(k_val, model, schedule, val_x, vocab_size, config.eval.batch_size),
         num_steps=num_steps, keep_steps=stage_steps(config.train.keep_tokens, tokens_per_step, num_steps))
@@ -194,7 +194,7 @@ def run(config, workdir, stop_at: int | None = None) -> dict | None:
     ``stop_at`` interrupts training after that step (as a preemption would): returns None."""
     s = setup(config, workdir)
     fk = s["fit_kwargs"]
-    n_params = num_params(fk["params"])
+    n_params = num_params(jax.eval_shape(fk["init_params"]))
     logging.info("MD4 transformer: %d parameters (%.1fM), vocabulary %d + mask, %d training sequences of %d tokens, "
                  "%d steps of %d tokens", n_params, n_params / 1e6, s["vocab_size"],
                  s["data"].num_sequences["train"], config.data.seq_len, fk["num_steps"], s["tokens_per_step"])

@@ -115,7 +115,7 @@ def make_val_loss(key, model: unet.UNet, schedule: d3pm.Schedule, val_x, v: int,
 def setup(config) -> dict:
     """Everything the task derives from its config: grammar ``g``, ``schedule``, ``model``,
     data ``splits``, the PRNG ``keys`` of generation and evaluation, and ``fit_kwargs`` for
-    :func:`rhmdiff.train.fit` (params, loss_fn, batches, validate, lr_scale)."""
+    :func:`rhmdiff.train.fit` (init_params, loss_fn, batches, validate, lr_scale)."""
     g, schedule = grammar_from_config(config), schedule_from_config(config)
     model = model_from_config(config, g)
     k_data, k_init, k_batches, k_val, k_gen, k_vb, k_rand = jax.random.split(jax.random.PRNGKey(config.seed), 7)
@@ -128,9 +128,9 @@ def setup(config) -> dict:
     else:
         batches = lambda start, num, rows: rhm_data.offline_batches(
             k_batches, train_x, config.train.batch_size, start, num)[:, rows]
-    params = model.init(k_init, jnp.zeros((1, g.d), jnp.int32), jnp.ones((1,), jnp.int32))
+    init_params = lambda: model.init(k_init, jnp.zeros((1, g.d), jnp.int32), jnp.ones((1,), jnp.int32))
     fit_kwargs = dict(
-        params=params, loss_fn=rhm_loss_fn(model, schedule, g.v, config.diffusion.hybrid_coeff), batches=batches,
+        init_params=init_params, loss_fn=rhm_loss_fn(model, schedule, g.v, config.diffusion.hybrid_coeff), batches=batches,
         validate=make_val_loss(k_val, model, schedule, np.asarray(splits["val"][0]), g.v, config.eval.batch_size),
         lr_scale=unet.mup_lr_scale(config.model.width) if config.train.optimizer == "sgd" else 1.0)
     return dict(g=g, schedule=schedule, model=model, splits=splits, train_x=train_x, fit_kwargs=fit_kwargs,
@@ -142,7 +142,7 @@ def run(config, workdir, stop_at: int | None = None) -> dict | None:
     that step (as a preemption would) and returns None."""
     s = setup(config)
     g, schedule, model, splits, train_x = (s[k] for k in ("g", "schedule", "model", "splits", "train_x"))
-    n_params = num_params(s["fit_kwargs"]["params"])
+    n_params = num_params(jax.eval_shape(s["fit_kwargs"]["init_params"]))
     logging.info("U-Net width %d: %d parameters", config.model.width, n_params)
     fitted = train.fit_until_done(config, workdir, stop_at, **s["fit_kwargs"])
     if fitted is None:
