@@ -16,5 +16,7 @@ def get_config():
     c.rhm = ml_collections.ConfigDict(dict(v=8, m=3, s=2, L=3, seed=0))
     c.data = ml_collections.ConfigDict(dict(train_size=0, val_size=0, test_size=0))
     c.diffusion = ml_collections.ConfigDict(dict(T=1000, schedule="linear", beta_min=1e-4, beta_max=0.02))
-    c.correlations = ml_collections.ConfigDict(dict(num_data=16384, oracle=True, sources=("runs/sweep_P/*",)))
+    c.correlations = ml_collections.ConfigDict(dict(
+        num_data=16384, oracle=True, batch_size=4096,  # batch_size: oracle samples per device and call
+        sources=("runs/sweep_P/*",)))
     return c

@@ -24,6 +24,18 @@ def expand_right(a, ndim: int):
     return a.reshape(a.shape + (1,) * (ndim - a.ndim))
 
 
+def log_softmax(x, axis: int = -1):
+    """``x - logsumexp(x)``: the same values as ``jax.nn.log_softmax``, in the form that XLA:CPU
+    fuses well after the network's read-out (the ``jax.nn`` versions made a width-256 U-Net's
+    forward pass with probabilities ~1.7x slower at batch 1024: benchmarks/bench_eval.py)."""
+    return x - jax.nn.logsumexp(x, axis, keepdims=True)
+
+
+def softmax(x, axis: int = -1):
+    """``exp(log_softmax(x))`` (see :func:`log_softmax`)."""
+    return jnp.exp(log_softmax(x, axis))
+
+
 def num_params(params) -> int:
     """Number of scalar parameters of a parameter tree."""
     return int(sum(np.prod(np.shape(p)) for p in jax.tree_util.tree_leaves(params)))

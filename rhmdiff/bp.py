@@ -138,6 +138,12 @@ def posterior_sample(key, g: Grammar, log_ev):
     return _posterior_sample_jit(key, g, _check_evidence(g, log_ev))
 
 
+def posterior_sample_each(keys, g: Grammar, log_ev):
+    """:func:`posterior_sample` with one key per sequence: ``keys [B]``, ``log_ev [B, d, v]``
+    (a sequence's draw does not depend on the others in the batch)."""
+    return jax.vmap(lambda k, e: _posterior_sample(k, g, e))(keys, _check_evidence(g, log_ev))
+
+
 def _check_observed(x_t, high: int, what: str):
     """``x_t`` as an integer array; ValueError if a (concrete) value lies outside [0, high)."""
     x_t = jnp.asarray(x_t)

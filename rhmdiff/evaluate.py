@@ -1,13 +1,17 @@
 """Generation and metrics that several tasks share (no task runs here).
 
-* :func:`generate`: sequences from a trained D3PM denoiser (the ancestral sampler);
-* :func:`oracle_logits_fn`: the BP oracle's ``log p(x_0 | x_t)``, for bounds and comparisons;
+* :func:`map_examples`: any per-example computation (sampling, bounds, validation losses,
+  features) spread over every device of every process; the result does not depend on the
+  number of devices, because every example draws its randomness from its own key;
+* :func:`generate`, :func:`nll_bound`: D3PM sequences and variational bounds of a denoiser
+  (the trained U-Net or the BP oracle, :func:`oracle_logits_fn`);
 * :func:`generation_metrics`: A_l (per sequence and per position), copies of training points,
   valid and valid-novel fractions (paper Sec. 3.2: memorization and creativity);
 * :func:`stage_samples`: samples of every training stage a run kept (Fig. 4, Fig. 5).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -15,27 +19,75 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.tree_util import Partial
 
 from rhmdiff import rhm, train
+from rhmdiff._util import progress, softmax
 from rhmdiff.diffusion import d3pm
 from rhmdiff.files import as_path, read_npy
 
 
+def map_examples(fn, *inputs, shared=None, batch_size: int, desc: str | None = None, pmapped: bool = False):
+    """``fn(shared, *batch) -> outputs`` applied to all N examples of ``inputs`` (arrays with a
+    leading axis N; ``fn`` must treat examples independently) on every device of every
+    process: call c gives device g of the G global devices the examples
+    ``c G b + g b .. + b - 1`` (``b = min(batch_size, ceil(N / G))``; the last call is padded
+    and the padding dropped). ``shared`` (e.g. network parameters) is sent to every device.
+    ``pmapped``: ``fn`` takes the local devices' batches stacked (``[local devices, b, ...]``)
+    and spreads them itself (e.g. a host loop of pmapped steps); otherwise it is pmapped here.
+    Returns the outputs of all N examples, as numpy arrays, on every process."""
+    n = len(inputs[0])
+    local, procs = jax.local_device_count(), jax.process_count()
+    per_device = max(1, min(batch_size, -(-n // (local * procs))))
+    per_call = per_device * local * procs
+    pfn = fn if pmapped else jax.pmap(fn, in_axes=(None,) + (0,) * len(inputs))
+    host_inputs = [np.asarray(a) for a in inputs]
+    outs = []
+    for c in progress(range(-(-n // per_call)), desc=desc, leave=False, disable=desc is None):
+        first = c * per_call + jax.process_index() * local * per_device
+        idx = np.minimum(first + np.arange(local * per_device), n - 1).reshape(local, per_device)
+        out = jax.tree_util.tree_map(lambda a: np.asarray(a).reshape((-1,) + a.shape[2:]),
+                                     jax.device_get(pfn(shared, *[a[idx] for a in host_inputs])))
+        if procs > 1:
+            out = jax.tree_util.tree_map(np.asarray, multihost_utils.process_allgather(out, tiled=True))
+        outs.append(out)
+    return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts)[:n], *outs)
+
+
 def oracle_logits_fn(g: rhm.Grammar, schedule: d3pm.Schedule):
     """``(x_t, t) -> log p(x_0 | x_t)`` of the BP oracle, for :func:`d3pm.nll_bound`."""
-    denoise = d3pm.oracle_denoiser(g, schedule)
-    return lambda x_t, t: jnp.log(denoise(x_t, t))
+    return Partial(_log_oracle, d3pm.oracle_denoiser(g, schedule))
 
 
-def generate(key, model, params, schedule: d3pm.Schedule, num: int, d: int, v: int, batch_size: int,
-             progress: bool = True) -> np.ndarray:
-    """``num`` sequences from the trained D3PM (ancestral sampler), in batches."""
-    denoise = Partial(lambda p, x_t, t: jax.nn.softmax(model.apply(p, x_t, t), -1), params)
-    out = [np.asarray(d3pm.sample(jax.random.fold_in(key, i), denoise, schedule,
-                                  (min(batch_size, num - i), d), v, progress))
-           for i in range(0, num, batch_size)]
-    return np.concatenate(out)
+def _log_oracle(denoise, x_t, t):
+    return jnp.log(denoise(x_t, t))
+
+
+def probabilities(apply, params):
+    """The denoiser ``(x_t, t) -> p(x_0 | x_t)`` of a network's ``apply`` and ``params``, as
+    a ``Partial`` whose parameters are traced arguments."""
+    return Partial(functools.partial(_softmax_of, apply), params)
+
+
+def _softmax_of(apply, params, x_t, t):
+    return softmax(apply(params, x_t, t), -1)
+
+
+def generate(key, model, params, schedule: d3pm.Schedule, num: int, d: int, v: int, batch_size: int) -> np.ndarray:
+    """``num`` sequences from the trained D3PM (ancestral sampler; sequence i from the key
+    ``fold_in(key, i)``), spread over all devices: int32 ``[num, d]``."""
+    fn = lambda p, keys: d3pm.sample_each(keys, probabilities(model.apply, p), schedule, d, v)
+    return map_examples(fn, d3pm.sequence_keys(key, num), shared=params, batch_size=batch_size,
+                        desc="generating")
+
+
+def nll_bound(key, logits_fn, schedule: d3pm.Schedule, x0, v: int, batch_size: int) -> np.ndarray:
+    """:func:`rhmdiff.diffusion.d3pm.nll_bound` (nats per token of each sequence), spread over
+    all devices; ``logits_fn`` a ``Partial`` (e.g. of the network's parameters)."""
+    fn = lambda f, keys, x: d3pm.nll_bound_each(keys, f, schedule, x, v)
+    return map_examples(fn, d3pm.sequence_keys(key, len(x0)), np.asarray(x0), shared=logits_fn,
+                        batch_size=batch_size, desc="variational bound")
 
 
 def copies_of(generated, train_x) -> np.ndarray:

@@ -8,7 +8,9 @@ A run *claims* its workdir (:func:`claim`) only after every input has been check
 * ``config.json`` records the experiment's config (and, under ``"versions"``, the code and
   library versions); a rerun with the same config resumes, one whose fields differ only in
   the task's evaluation settings (``MUTABLE`` of the task module) re-runs the evaluation on
-  the trained model, and any other difference is refused unless ``config.overwrite``;
+  the trained model, and any other difference is refused unless ``config.overwrite`` -- or
+  unless the earlier attempt stopped before writing anything but its config (a data error
+  found after the claim, say), whose config is then simply replaced;
 * overwrite deletes only what rhmdiff creates (:data:`OUTPUTS`: checkpoints, metrics,
   results, figures; sub-runs such as a sweep's points recursively), never caches
   (``cache/``) or files it does not know, and never the current directory, one of its
@@ -253,6 +255,8 @@ def _claim(config, path: epath.Path, mutable) -> list[str]:
             raise
         stored = {"<unreadable>": True}
     changed = []
+    if stored is not None and not (names - {CONFIG, MARKER, CACHE}):
+        stored = None  # an earlier attempt that stopped before producing anything (e.g. a bad input)
     if stored is not None:
         diff = differences(stored, current)
         fixed = [d for d in diff if not _is_mutable(d, mutable)]

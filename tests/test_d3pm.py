@@ -152,3 +152,44 @@ class TestVariants(chex.TestCase):
             jax.random.PRNGKey(0), sch, x0)
         chex.assert_shape(obj, ())
         assert np.isfinite(float(metrics["vb_bits"]))
+
+
+@pytest.mark.parametrize("objective", ["vb", "hybrid"])
+def test_objectives_against_explicit_transition_matrices(objective):
+    """The per-token training objective from explicit v x v matrices (float64): for t >= 2
+    KL(q(x_{t-1} | x_t, x_0) || sum_a p(a | x_t) q(x_{t-1} | x_t, a)), at t = 1
+    -log p(x_0 | x_1), averaged over tokens ("vb": the authors' loss, not multiplied by T);
+    "hybrid" adds hybrid_coeff times -log p(x_0 | x_t); the reported bound is T x that mean
+    plus the prior KL(q(x_T | x_0) || uniform)."""
+    v, schedule = 4, d3pm.linear_schedule(12, 0.02, 0.3)
+    qs, qbars = explicit_matrices(schedule, v)
+    rng = np.random.default_rng(1)
+    B, d = 6, 5
+    x0 = rng.integers(0, v, (B, d))
+    t = np.array([1, 2, 5, 9, 12, 1])
+    x_t = rng.integers(0, v, (B, d))
+    logits = rng.normal(size=(B, d, v)) * 2
+    p0 = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+
+    def posterior(a, xt, tt):  # q(x_{t-1} = . | x_t, x_0 = a)
+        joint = qs[tt][:, xt] * qbars[tt - 1][a, :]
+        return joint / joint.sum()
+
+    terms, ce = np.zeros((B, d)), np.zeros((B, d))
+    for b in range(B):
+        for i in range(d):
+            tt, a, xt = t[b], x0[b, i], x_t[b, i]
+            ce[b, i] = -np.log(p0[b, i, a])
+            if tt == 1:
+                terms[b, i] = ce[b, i]
+                continue
+            true = posterior(a, xt, tt)
+            model = sum(p0[b, i, c] * posterior(c, xt, tt) for c in range(v))
+            terms[b, i] = np.sum(np.where(true > 0, true * np.log(true / model), 0.0))
+    prior = np.mean([np.sum(qbars[schedule.T][a] * np.log(qbars[schedule.T][a] * v)) for a in x0.ravel()])
+    obj, metrics = d3pm.loss_terms(schedule, jnp.asarray(x0), jnp.asarray(x_t), jnp.asarray(t),
+                                   jnp.asarray(logits, jnp.float32), v, hybrid_coeff=0.7, objective=objective)
+    expected = terms.mean() + (0.7 * ce.mean() if objective == "hybrid" else 0.0)
+    assert float(obj) == pytest.approx(expected, rel=1e-4)
+    assert float(metrics["vb_nats"]) == pytest.approx(schedule.T * terms.mean() + prior, rel=1e-4)
+    assert float(metrics["ce_nats"]) == pytest.approx(ce.mean(), rel=1e-4)

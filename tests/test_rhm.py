@@ -224,3 +224,52 @@ class TestVariants(chex.TestCase):
         x = fn(jax.random.split(jax.random.PRNGKey(0), 5))
         chex.assert_shape(x, (5, 3, 4))
         assert bool(rhm.is_valid(g, x.reshape(15, 4)).all())
+
+
+def _brute_positions_valid(g, tokens):
+    """Per level, which positions are valid: dictionary of productions, level by level, an
+    invalid child making its parent invalid (written out in Python)."""
+    rules = np.asarray(g.rules)
+    h, out = list(tokens), []
+    for level in range(1, g.L + 1):
+        table = {tuple(rules[level - 1, a, j]): a for a in range(g.v) for j in range(g.m)}
+        h = [table.get(tuple(h[i:i + g.s]), -1) if -1 not in h[i:i + g.s] else -1 for i in range(0, len(h), g.s)]
+        out.append([p >= 0 for p in h])
+    return out
+
+
+def test_tuple_accuracy_is_the_fraction_of_valid_positions():
+    """The authors' A_l: valid level-l positions averaged over positions and sequences
+    (brute force), equal to the per-sequence A_l at l = L only."""
+    g = rhm.make_grammar(jax.random.PRNGKey(4), 4, 2, 2, 3)
+    x = np.array(rhm.sample(jax.random.PRNGKey(5), g, 300)[0])
+    rng = np.random.default_rng(0)
+    x[:150] = np.where(rng.random((150, 8)) < 0.15, rng.integers(0, 4, (150, 8)), x[:150])  # corrupt some tokens
+    valid = [_brute_positions_valid(g, row) for row in x]
+    expected = [np.mean([np.mean(v[l]) for v in valid]) for l in range(3)]
+    per_sequence = [np.mean([all(v[l]) for v in valid]) for l in range(3)]
+    np.testing.assert_allclose(rhm.tuple_accuracy(g, x), expected, rtol=1e-6)
+    np.testing.assert_allclose(rhm.level_accuracy(g, x), per_sequence, rtol=1e-6)
+    assert expected[0] > per_sequence[0] and expected[2] == per_sequence[2]
+
+
+def test_reset_synonyms_draws_the_other_productions_uniformly():
+    """The authors' R_l by enumeration: of one sequence, the reset at level l keeps the
+    level-l latents, draws the production at level l among the m - 1 others and every choice
+    below among all m; each of the (m-1)^(n_l) m^(below) outcomes has the same probability."""
+    v, m, s, L, level = 3, 3, 2, 2, 2
+    g = rhm.make_grammar(jax.random.PRNGKey(6), v, m, s, L)
+    rules = np.asarray(g.rules)
+    x = np.asarray(rhm.sample(jax.random.PRNGKey(7), g, 1)[0])
+    root = int(rhm.decode(g, x)[1][0, 0])
+    current = next(j for j in range(m) if list(rules[1, root, j]) == list(rhm.decode(g, x)[0][0]))
+    outcomes = []
+    for j in (j for j in range(m) if j != current):  # enumerate: another production of the root, then any below
+        for c0, c1 in itertools.product(range(m), repeat=2):
+            left, right = rules[1, root, j]
+            outcomes.append(tuple(rules[0, left, c0]) + tuple(rules[0, right, c1]))
+    n = 20000
+    r = np.asarray(rhm.reset_synonyms(jax.random.PRNGKey(8), g, np.repeat(x, n, 0), level))
+    index = {o: i for i, o in enumerate(outcomes)}
+    counts = np.bincount([index[tuple(row)] for row in r], minlength=len(outcomes))  # KeyError: an outcome not allowed
+    assert stats.chisquare(counts).pvalue > 1e-4

@@ -16,19 +16,20 @@ denoiser is exact (e.g. the BP oracle).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from jax.tree_util import Partial
-from tqdm.auto import tqdm
 
 from rhmdiff import bp
-from rhmdiff._util import as_argument, expand_right
+from rhmdiff._util import as_argument, expand_right, log_softmax, softmax
 from rhmdiff.rhm import Grammar
 
 SCHEDULES = ("linear", "cosine")
-OBJECTIVES = ("hybrid",)
+OBJECTIVES = ("hybrid", "vb")
 
 
 @struct.dataclass
@@ -133,8 +134,8 @@ def q_posterior_logits(schedule: Schedule, x0_probs, x_t, t, v: int):
 
 def _kl_categorical(p_logits, q_logits):
     """KL(p || q) over the last axis, from (unnormalized) logits; 0 log 0 = 0."""
-    log_p = jax.nn.log_softmax(p_logits, -1)
-    log_q = jax.nn.log_softmax(q_logits, -1)
+    log_p = log_softmax(p_logits, -1)
+    log_q = log_softmax(q_logits, -1)
     p = jnp.exp(log_p)
     return jnp.sum(jnp.where(p > 0, p * (log_p - jnp.where(p > 0, log_q, 0.0)), 0.0), -1)
 
@@ -149,11 +150,11 @@ def vb_terms(schedule: Schedule, x0, x_t, t, x0_logits, v: int):
     """Per-token term of the variational bound at step t, nats ``[..., d]``:
     ``KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))`` for t >= 2 and
     ``-log p(x_0 | x_1)`` for t = 1, with p from the denoiser's ``x0_logits``."""
-    x0_probs = jax.nn.softmax(x0_logits, -1)
+    x0_probs = softmax(x0_logits, -1)
     model_logits = q_posterior_logits(schedule, x0_probs, x_t, t, v)
     true_logits = q_posterior_logits(schedule, jax.nn.one_hot(x0, v), x_t, t, v)
     kl = _kl_categorical(true_logits, model_logits)
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(x0_logits, -1), x0[..., None], -1)[..., 0]
+    nll = -jnp.take_along_axis(log_softmax(x0_logits, -1), x0[..., None], -1)[..., 0]
     return jnp.where(expand_right(t, x0.ndim) == 1, nll, kl)
 
 
@@ -166,99 +167,161 @@ def noise(key, schedule: Schedule, x0, v: int):
     return t, q_sample(k_noise, schedule, x0, t, v)
 
 
-def loss_terms(schedule: Schedule, x0, x_t, t, x0_logits, v: int, hybrid_coeff: float = 0.0):
+def loss_terms(schedule: Schedule, x0, x_t, t, x0_logits, v: int, hybrid_coeff: float = 0.0,
+               objective: str = "hybrid"):
     """The objective and metrics of :func:`loss` for given ``(t, x_t)`` and denoiser logits."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     term = vb_terms(schedule, x0, x_t, t, x0_logits, v).mean()
-    ce = -jnp.take_along_axis(jax.nn.log_softmax(x0_logits, -1), x0[..., None], -1).mean()
+    ce = -jnp.take_along_axis(log_softmax(x0_logits, -1), x0[..., None], -1).mean()
     vb = schedule.T * term + prior_kl(schedule, x0, v).mean()
     metrics = {"vb_nats": vb, "vb_bits": vb / np.log(2.0), "ce_nats": ce}
-    return term + hybrid_coeff * ce, metrics
+    return (term + hybrid_coeff * ce if objective == "hybrid" else term), metrics
 
 
-def loss(key, logits_fn, schedule: Schedule, x0, v: int, hybrid_coeff: float = 0.0):
+def loss(key, logits_fn, schedule: Schedule, x0, v: int, hybrid_coeff: float = 0.0, objective: str = "hybrid"):
     """D3PM training loss on a batch ``x0 int[B, d]`` with ``t ~ U{1..T}`` per sequence.
 
     ``logits_fn(x_t, t) -> x0 logits [B, d, v]`` (log-probabilities are fine).
     Returns ``(objective, metrics)``:
 
-    * ``objective = mean_{B, d} L_t + hybrid_coeff * CE``, nats per token, where ``L_t``
+    * ``"hybrid"``: ``mean_{B, d} L_t + hybrid_coeff * CE``, nats per token, where ``L_t``
       is :func:`vb_terms` at the sampled t and ``CE = -log p(x_0 | x_t)`` (Austin et al.'s
-      hybrid loss; their convention of not multiplying L_t by T).
+      hybrid loss; their convention of not multiplying L_t by T);
+    * ``"vb"``: ``mean_{B, d} L_t`` alone -- the KL of the posteriors at one t per sequence,
+      averaged over tokens, as the paper's and the authors' code's loss (the variational
+      bound divided by T, up to the prior term);
     * ``metrics["vb_nats"]``: the unbiased estimate ``T * mean L_t + prior KL`` of the full
       bound, nats per token (``vb_bits`` in bits), and ``metrics["ce_nats"]``.
     """
     x0 = jnp.asarray(x0)
     t, x_t = noise(key, schedule, x0, v)
-    return loss_terms(schedule, x0, x_t, t, logits_fn(x_t, t), v, hybrid_coeff)
+    return loss_terms(schedule, x0, x_t, t, logits_fn(x_t, t), v, hybrid_coeff, objective)
 
 
-def nll_bound(key, logits_fn, schedule: Schedule, x0, v: int, progress: bool = False):
-    """The full variational bound on -log p(x_0), per token in nats, summing every step
-    t = 1..T (one x_t draw each) plus the prior KL: ``float32[B]`` per sequence.
-    Pass a network as ``jax.tree_util.Partial(apply, params)`` to keep its parameters out
-    of the compiled program's constants."""
+def sequence_keys(key, num: int):
+    """One key per sequence: ``fold_in(key, i)`` for ``i < num`` (so a sequence's draws do not
+    depend on the batch or the device it is computed in)."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
+
+
+def _fold_each(keys, data):
+    return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
+
+
+def bound_terms(fn, keys, schedule: Schedule, x0, t, v: int):
+    """``L_t`` (:func:`vb_terms`, nats, mean over tokens) of every sequence at each step of
+    ``t int[k]``: ``float32[k, B]``; x_t drawn from ``fold_in(keys[i], t)``. The k steps go
+    through the network as one batch of k * B sequences."""
+    k, (b, d) = t.shape[0], x0.shape
+    x_t = jax.vmap(lambda tt: jax.vmap(lambda kk, x: q_sample(kk, schedule, x, tt, v))(_fold_each(keys, tt), x0))(t)
+    tt = jnp.repeat(t, b)
+    x0k = jnp.broadcast_to(x0, (k, b, d)).reshape(k * b, d)
+    x_t = x_t.reshape(k * b, d)
+    return vb_terms(schedule, x0k, x_t, tt, fn(x_t, tt), v).mean(-1).reshape(k, b)
+
+
+@functools.partial(jax.jit, static_argnames=("v", "t_chunk"))
+def _nll_bound(fn, keys, schedule: Schedule, x0, v: int, t_chunk: int):
+    T = schedule.T
+    n_chunks = -(-T // t_chunk)
+
+    def body(total, c):
+        t = 1 + c * t_chunk + jnp.arange(t_chunk)
+        terms = bound_terms(fn, keys, schedule, x0, jnp.minimum(t, T), v)
+        for j in range(t_chunk):  # in the order of t: the same sums as a loop over t
+            total = total + jnp.where(t[j] <= T, terms[j], 0.0)
+        return total, None
+
+    return jax.lax.scan(body, prior_kl(schedule, x0, v).mean(-1), jnp.arange(n_chunks))[0]
+
+
+def nll_bound_each(keys, logits_fn, schedule: Schedule, x0, v: int, t_chunk: int | None = None):
+    """:func:`nll_bound` with one key per sequence, ``keys[i]`` for ``x0[i]``, as one loop on
+    the device; ``t_chunk`` steps share each network call (default: enough for ~1024
+    sequences per call: larger calls were not faster on CPU)."""
     x0 = jnp.asarray(x0)
-
-    @jax.jit
-    def term(fn, k, t):
-        tt = jnp.full((x0.shape[0],), t)
-        x_t = q_sample(k, schedule, x0, tt, v)
-        return vb_terms(schedule, x0, x_t, tt, fn(x_t, tt), v).mean(-1)
-
-    logits_fn = as_argument(logits_fn)
-    total = prior_kl(schedule, x0, v).mean(-1)
-    for t in tqdm(range(1, schedule.T + 1), desc="VB bound", disable=not progress, leave=False):
-        total = total + term(logits_fn, jax.random.fold_in(key, t), t)
-    return total
+    t_chunk = t_chunk or max(1, min(schedule.T, 1024 // x0.shape[0]))
+    return _nll_bound(as_argument(logits_fn), keys, schedule, x0, v, t_chunk)
 
 
-def _reverse_process(key, x0_probs_fn, schedule: Schedule, shape, v: int, progress: bool):
-    """Ancestral sampling x_T ~ uniform, x_{t-1} ~ p(x_{t-1} | x_t), t = T..1."""
+def nll_bound(key, logits_fn, schedule: Schedule, x0, v: int):
+    """The full variational bound on -log p(x_0), per token in nats, summing every step
+    t = 1..T (one x_t draw each, from the sequence's key ``fold_in(key, i)``) plus the prior
+    KL: ``float32[B]`` per sequence. Pass a network as ``jax.tree_util.Partial(apply,
+    params)`` to keep its parameters out of the compiled program's constants."""
+    x0 = jnp.asarray(x0)
+    return nll_bound_each(sequence_keys(key, x0.shape[0]), logits_fn, schedule, x0, v)
 
-    @jax.jit
-    def step(fn, k, x, t):
-        k_x0, k_step = jax.random.split(k)
-        tt = jnp.full(shape[:1], t)
-        logits = q_posterior_logits(schedule, fn(k_x0, x, tt), x, tt, v)
-        return jax.random.categorical(k_step, logits, axis=-1).astype(jnp.int32)
 
-    x0_probs_fn = as_argument(x0_probs_fn)
-    k_init, key = jax.random.split(key)
-    x = jax.random.randint(k_init, shape, 0, v, dtype=jnp.int32)
-    for t in tqdm(range(schedule.T, 0, -1), desc="reverse steps", disable=not progress, leave=False):
-        x = step(x0_probs_fn, jax.random.fold_in(key, t), x, t)
-    return x
+def reverse_step(fn, keys, schedule: Schedule, x, t, v: int):
+    """One ancestral step ``x_t -> x_{t-1}`` of every sequence of ``x [B, d]`` at step ``t``:
+    ``fn(keys_x0 [B], x_t, t [B]) -> p(x_0 | x_t)`` and ``x_{t-1} ~ p(x_{t-1} | x_t)``, the
+    randomness of sequence i from ``fold_in(keys[i], t)``."""
+    split = jax.vmap(jax.random.split)(_fold_each(keys, t))
+    tt = jnp.full(x.shape[:1], t)
+    logits = q_posterior_logits(schedule, fn(split[:, 0], x, tt), x, tt, v)
+    return jax.vmap(lambda k, lg: jax.random.categorical(k, lg, axis=-1))(split[:, 1], logits).astype(jnp.int32)
+
+
+def initial_noise(keys, d: int, v: int):
+    """x_T uniform, sequence i from ``fold_in(keys[i], 0)`` (0 is no reverse step)."""
+    return jax.vmap(lambda k: jax.random.randint(k, (d,), 0, v, dtype=jnp.int32))(_fold_each(keys, 0))
+
+
+@functools.partial(jax.jit, static_argnames=("d", "v"))
+def _reverse_process(fn, keys, schedule: Schedule, d: int, v: int):
+    """Ancestral sampling x_T ~ uniform, x_{t-1} ~ p(x_{t-1} | x_t), t = T..1, on the device."""
+    T = schedule.T
+    step = lambda i, x: reverse_step(fn, keys, schedule, x, T - i, v)
+    return jax.lax.fori_loop(0, T, step, initial_noise(keys, d, v))
 
 
 def _drop_key(denoise_fn, k, x, t):
     return denoise_fn(x, t)
 
 
-def sample(key, denoise_fn, schedule: Schedule, shape, v: int, progress: bool = False):
+def sample_each(keys, denoise_fn, schedule: Schedule, d: int, v: int):
+    """:func:`sample` of one sequence per key (``keys [B]``): int32 ``[B, d]``."""
+    return _reverse_process(Partial(_drop_key, as_argument(denoise_fn)), keys, schedule, d, v)
+
+
+def sample(key, denoise_fn, schedule: Schedule, shape, v: int):
     """Ancestral sampling from T to 0 with ``denoise_fn(x_t, t) -> p(x_0 | x_t) [..., v]``
-    (probabilities; the trained U-Net or the BP oracle). Returns int32 ``shape``.
-    Pass a network as ``jax.tree_util.Partial(probs_fn, params)`` to keep its parameters
-    out of the compiled program's constants."""
-    return _reverse_process(key, Partial(_drop_key, as_argument(denoise_fn)), schedule, tuple(shape), v,
-                            progress)
+    (probabilities; the trained U-Net or the BP oracle). Returns int32 ``shape`` = (B, d);
+    sequence i is drawn from the key ``fold_in(key, i)``. Pass a network as
+    ``jax.tree_util.Partial(probs_fn, params)`` to keep its parameters out of the compiled
+    program's constants."""
+    num, d = shape
+    return sample_each(sequence_keys(key, num), denoise_fn, schedule, d, v)
 
 
 def oracle_denoiser(g: Grammar, schedule: Schedule):
     """The Bayes-optimal denoiser E[x_0 | x_t] of the RHM (exact BP marginals)."""
-    return lambda x_t, t: bp.marginals(g, bp.uniform_noise_evidence(x_t, schedule.alpha_bar(t), g.v))
+    return Partial(_oracle_marginals, g, schedule)
 
 
-def oracle_sample(key, g: Grammar, schedule: Schedule, num: int, exact: bool = True,
-                  progress: bool = False):
-    """Generate ``num`` sequences with the BP oracle.
+def _oracle_marginals(g, schedule, x_t, t):
+    return bp.marginals(g, bp.uniform_noise_evidence(x_t, schedule.alpha_bar(t), g.v))
+
+
+def _oracle_posterior_draw(g, schedule, keys, x_t, t):
+    ev = bp.uniform_noise_evidence(x_t, schedule.alpha_bar(t), g.v)
+    return jax.nn.one_hot(bp.posterior_sample_each(keys, g, ev), g.v)
+
+
+def oracle_sample_each(keys, g: Grammar, schedule: Schedule, exact: bool = True):
+    """:func:`oracle_sample` of one sequence per key (``keys [B]``): int32 ``[B, d]``."""
+    if exact:
+        return _reverse_process(Partial(_oracle_posterior_draw, g, schedule), keys, schedule, g.d, g.v)
+    return sample_each(keys, oracle_denoiser(g, schedule), schedule, g.d, g.v)
+
+
+def oracle_sample(key, g: Grammar, schedule: Schedule, num: int, exact: bool = True):
+    """Generate ``num`` sequences with the BP oracle (sequence i from ``fold_in(key, i)``).
 
     ``exact=True``: at every step draw x_0 ~ p(x_0 | x_t) jointly (``bp.posterior_sample``)
     and x_{t-1} ~ q(x_{t-1} | x_t, x_0), so every x_{t-1} is an exact draw of the reverse
     process and the output is an exact RHM sample. ``exact=False``: the factorized sampler
     that uses the per-token marginals (what a perfect D3PM denoiser would do)."""
-    if exact:
-        def x0_probs_fn(k, x, t):
-            ev = bp.uniform_noise_evidence(x, schedule.alpha_bar(t), g.v)
-            return jax.nn.one_hot(bp.posterior_sample(k, g, ev), g.v)
-        return _reverse_process(key, x0_probs_fn, schedule, (num, g.d), g.v, progress)
-    return sample(key, oracle_denoiser(g, schedule), schedule, (num, g.d), g.v, progress)
+    return oracle_sample_each(sequence_keys(key, num), g, schedule, exact)

@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from tqdm.auto import tqdm
 
 from rhmdiff._util import as_argument, expand_right
+from rhmdiff._util import progress as progress_bar
 
 
 @struct.dataclass
@@ -170,41 +170,67 @@ def noise(key, schedule: GaussianSchedule, shape):
 
 def hybrid_loss(key, model_fn, schedule: GaussianSchedule, x0, lam: float = 0.001):
     """Improved DDPM's hybrid objective on a batch ``x0 [B, ...]`` in [-1, 1], t uniform
-    (one draw per example from ``key``); see :func:`hybrid_terms`."""
-    t, eps = jax.vmap(lambda k: noise(k, schedule, x0.shape[1:]))(jax.random.split(key, x0.shape[0]))
+    (image i's step and noise from ``fold_in(key, i)``); see :func:`hybrid_terms`."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x0.shape[0]))
+    t, eps = jax.vmap(lambda k: noise(k, schedule, x0.shape[1:]))(keys)
     return hybrid_terms(model_fn, schedule, x0, t, eps, lam)
 
 
-def hybrid_terms(model_fn, schedule: GaussianSchedule, x0, t, noise, lam: float = 0.001):
-    """The hybrid objective at given steps ``t [B]`` and ``noise``, with
-    ``model_fn(x_t, t) -> (eps, v)``. Returns ``(objective, metrics)`` with the batch means
-    of ``mse``, ``vb`` (bits/dim) and ``loss = mse + lam T vb``."""
+def hybrid_each(model_fn, schedule: GaussianSchedule, x0, t, noise, lam: float = 0.001):
+    """The hybrid objective of every example at given steps ``t [B]`` and ``noise``, with
+    ``model_fn(x_t, t) -> (eps, v)``: ``{"mse", "vb" (bits/dim), "loss" = mse + lam T vb}``,
+    each ``[B]``; the mean in the vb term is held fixed (stop-gradient), so L_vlb only trains
+    the variance."""
     x_t = q_sample(schedule, x0, t, noise)
     eps, v = model_fn(x_t, schedule.timesteps[t])
     axes = tuple(range(1, x0.ndim))
     mse = jnp.mean((noise - eps) ** 2, axes)
     mean, log_var = p_mean_variance(schedule, x_t, t, jax.lax.stop_gradient(eps), v)
     vb = vb_term(schedule, x0, x_t, t, mean, log_var)
-    loss = mse + lam * schedule.T * vb
-    return loss.mean(), {"mse": mse.mean(), "vb": vb.mean(), "loss": loss.mean()}
+    return {"mse": mse, "vb": vb, "loss": mse + lam * schedule.T * vb}
+
+
+def hybrid_terms(model_fn, schedule: GaussianSchedule, x0, t, noise, lam: float = 0.001):
+    """The hybrid objective at given steps ``t [B]`` and ``noise``: ``(objective, metrics)``
+    with the batch means of :func:`hybrid_each`."""
+    metrics = {k: v.mean() for k, v in hybrid_each(model_fn, schedule, x0, t, noise, lam).items()}
+    return metrics["loss"], metrics
+
+
+def ancestral_step(model_fn, keys, schedule: GaussianSchedule, x, i, clip: bool = True):
+    """One ancestral step of every image of ``x [B, ...]`` at step ``i``; image b's noise
+    from ``fold_in(keys[b], i)`` (no noise at the last step, i = 0)."""
+    t = jnp.full(x.shape[:1], i)
+    eps, v = model_fn(x, schedule.timesteps[t])
+    mean, log_var = p_mean_variance(schedule, x, t, eps, v, clip)
+    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:]))(keys)
+    return mean + jnp.where(i > 0, 1.0, 0.0) * jnp.exp(0.5 * log_var) * noise
+
+
+def initial_noise(keys, schedule: GaussianSchedule, shape):
+    """x_T ~ N(0, I), image b from ``fold_in(keys[b], T)``."""
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, schedule.T), shape))(keys)
+
+
+def sample_each(keys, model_fn, schedule: GaussianSchedule, shape, clip: bool = True, progress: bool = False,
+                step_map=jax.jit):
+    """:func:`sample` of one image per key (``keys [B]``, ``shape`` of one image). The steps
+    run as a host loop of ``step_map``-compiled steps (``jax.pmap`` with keys stacked per
+    device): XLA:CPU runs convolutions much slower inside a device loop (see
+    :mod:`rhmdiff.train`)."""
+    model_fn = as_argument(model_fn)
+    step = step_map(lambda fn, ks, x, i: ancestral_step(fn, ks, schedule, x, i, clip),
+                    **({"in_axes": (None, 0, 0, None)} if step_map is jax.pmap else {}))
+    x = step_map(lambda ks: initial_noise(ks, schedule, shape))(keys)
+    for i in progress_bar(range(schedule.T - 1, -1, -1), desc="DDPM steps", disable=not progress, leave=False):
+        x = step(model_fn, keys, x, i)
+    return x
 
 
 def sample(key, model_fn, schedule: GaussianSchedule, shape, clip: bool = True, progress: bool = False):
     """Ancestral sampling ``x_T ~ N(0, I)`` -> ``x_0`` with ``model_fn(x_t, t) -> (eps, v)``
     (a ``jax.tree_util.Partial`` keeps network parameters out of the compiled constants);
-    ``clip`` clips the predicted x_0 to [-1, 1] at every step (images)."""
-
-    @jax.jit
-    def step(fn, k, x, i):
-        t = jnp.full(shape[:1], i)
-        eps, v = fn(x, schedule.timesteps[t])
-        mean, log_var = p_mean_variance(schedule, x, t, eps, v, clip)
-        noise = jax.random.normal(k, shape)
-        return mean + jnp.where(i > 0, 1.0, 0.0) * jnp.exp(0.5 * log_var) * noise
-
-    model_fn = as_argument(model_fn)
-    k_init, key = jax.random.split(key)
-    x = jax.random.normal(k_init, shape)
-    for i in tqdm(range(schedule.T - 1, -1, -1), desc="DDPM steps", disable=not progress, leave=False):
-        x = step(model_fn, jax.random.fold_in(key, i), x, i)
-    return x
+    ``clip`` clips the predicted x_0 to [-1, 1] at every step (images). ``shape`` = (B, ...);
+    image b from the key ``fold_in(key, b)``."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(shape[0]))
+    return sample_each(keys, model_fn, schedule, tuple(shape[1:]), clip, progress)

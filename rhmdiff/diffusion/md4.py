@@ -18,13 +18,13 @@ V symbols otherwise (so the prior term is KL(q(x_1 | x_0) || p(x_1)) = eps log V
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from rhmdiff._util import as_argument, expand_right
+from rhmdiff._util import as_argument, expand_right, log_softmax, softmax
 
 SCHEDULES = ("linear", "cosine", "poly")
 GRIDS = ("uniform", "cosine")
@@ -83,7 +83,7 @@ def q_sample(key, schedule: MaskingSchedule, x0, t, mask_id: int):
 
 def _masked_ce(logits, x0, x_t, mask_id):
     """Per-sequence sum over masked positions of -log p(x_0^i | x_t), nats ``[...]``."""
-    ce = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), x0[..., None], -1)[..., 0]
+    ce = -jnp.take_along_axis(log_softmax(logits, -1), x0[..., None], -1)[..., 0]
     return jnp.sum(jnp.where(x_t == mask_id, ce, 0.0), -1)
 
 
@@ -94,31 +94,43 @@ def diffusion_term(schedule: MaskingSchedule, x0, x_t, t, logits, mask_id: int):
     return schedule.weight(t) * _masked_ce(logits, x0, x_t, mask_id)
 
 
-def loss(key, logits_fn, schedule: MaskingSchedule, x0, vocab_size: int, mask_id: int | None = None):
-    """MD4's negative ELBO on a batch ``x0 int[B, d]``, one t per sequence (antithetic:
-    t_b = (u + b/B) mod 1, MD4's variance reduction). ``logits_fn(x_t, t) -> [B, d, V]``
-    over the V real symbols. Returns ``(objective, metrics)``: the objective is the bound
-    in nats per token (averaged over the batch); metrics give it in bits per token and its
-    ``diffusion``, ``reconstruction`` and ``prior`` parts (nats per token)."""
+def elbo_each(keys, t, logits_fn, schedule: MaskingSchedule, x0, vocab_size: int, mask_id: int | None = None):
+    """MD4's negative ELBO of every sequence of ``x0 int[B, d]`` at its own time ``t [B]``,
+    in nats per token: ``{"diffusion", "reconstruction", "prior"}`` each ``[B]``; the masks of
+    sequence i come from ``keys[i]`` alone (independent of the batch it is computed in)."""
     x0 = jnp.asarray(x0)
     mask_id = vocab_size if mask_id is None else mask_id
     b, d = x0.shape
-    k_t, k_mask, k_recon = jax.random.split(key, 3)
-    t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / b, 1.0)
-    x_t = q_sample(k_mask, schedule, x0, t, mask_id)
+    split = jax.vmap(jax.random.split)(keys)
+    x_t = jax.vmap(lambda k, x, tt: q_sample(k, schedule, x, tt, mask_id))(split[:, 0], x0, t)
     diffusion = diffusion_term(schedule, x0, x_t, t, logits_fn(x_t, t), mask_id)
     t0 = jnp.zeros((b,))
-    x_r = q_sample(k_recon, schedule, x0, t0, mask_id)
+    x_r = jax.vmap(lambda k, x: q_sample(k, schedule, x, 0.0, mask_id))(split[:, 1], x0)
     recon = _masked_ce(logits_fn(x_r, t0), x0, x_r, mask_id)
-    prior = d * schedule.alpha(1.0) * np.log(vocab_size)
-    parts = {"diffusion": diffusion.mean() / d, "reconstruction": recon.mean() / d, "prior": prior / d}
+    prior = jnp.full((b,), schedule.alpha(1.0) * np.log(vocab_size))
+    return {"diffusion": diffusion / d, "reconstruction": recon / d, "prior": prior}
+
+
+def loss(key, logits_fn, schedule: MaskingSchedule, x0, vocab_size: int, mask_id: int | None = None):
+    """MD4's negative ELBO on a batch ``x0 int[B, d]``, one t per sequence (antithetic:
+    t_b = (u + b/B) mod 1, MD4's variance reduction; sequence b's masks from
+    ``fold_in(key, b)``). ``logits_fn(x_t, t) -> [B, d, V]`` over the V real symbols.
+    Returns ``(objective, metrics)``: the objective is the bound in nats per token (averaged
+    over the batch); metrics give it in bits per token and its ``diffusion``,
+    ``reconstruction`` and ``prior`` parts (nats per token)."""
+    x0 = jnp.asarray(x0)
+    b = x0.shape[0]
+    k_t, k_seq = jax.random.split(key)
+    t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / b, 1.0)
+    keys = jax.vmap(lambda i: jax.random.fold_in(k_seq, i))(jnp.arange(b))
+    parts = {k: v.mean() for k, v in elbo_each(keys, t, logits_fn, schedule, x0, vocab_size, mask_id).items()}
     total = parts["diffusion"] + parts["reconstruction"] + parts["prior"]
     return total, dict(parts, nats_per_token=total, bits_per_token=total / np.log(2.0))
 
 
 def _top_p_filter(logits, top_p: float):
     """Logits with the tokens outside the smallest set of probability >= top_p set to -inf."""
-    probs = jax.nn.softmax(logits, -1)
+    probs = softmax(logits, -1)
     order = jnp.argsort(-probs, -1)
     sorted_probs = jnp.take_along_axis(probs, order, -1)
     keep_sorted = jnp.cumsum(sorted_probs, -1) - sorted_probs < top_p  # always keeps the top token
@@ -147,28 +159,41 @@ def sampling_time(i, T: int, grid: str = "uniform"):
     return jnp.cos(jnp.pi / 2 * (1.0 - t)) if grid == "cosine" else t
 
 
-def sample(key, logits_fn, schedule: MaskingSchedule, shape, vocab_size: int, mask_id: int | None = None,
-           T: int = 1000, top_p: float | None = None, progress: bool = False, grid: str = "uniform"):
-    """Ancestral sampling over T steps from x_1 = all [MASK] on the time ``grid``
-    (:func:`sampling_time`); the last step reveals every token still masked, so the output
-    holds no mask. Returns int32 ``shape``.
-    Pass a network as ``jax.tree_util.Partial(apply, params)`` to keep its parameters out
-    of the compiled program's constants."""
+@functools.partial(jax.jit, static_argnames=("schedule", "seq_len", "vocab_size", "mask_id", "T", "top_p", "grid"))
+def _sample(fn, keys, schedule: MaskingSchedule, seq_len: int, vocab_size: int, mask_id: int, T: int,
+            top_p: float | None, grid: str):
+    def body(j, x):
+        i = T - j
+        t, s = sampling_time(i, T, grid), sampling_time(i - 1, T, grid)
+        alpha_s = jnp.where(i == 1, 1.0, schedule.alpha(s))
+        logits = fn(x, jnp.full(x.shape[:1], t))
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        step = lambda k, lg, xx: reverse_step(k, lg, xx, schedule.alpha(t), alpha_s, mask_id, top_p)
+        return jax.vmap(step)(step_keys, logits, x)
+
+    x = jnp.full((keys.shape[0], seq_len), mask_id, jnp.int32)
+    return jax.lax.fori_loop(0, T, body, x)
+
+
+def sample_each(keys, logits_fn, schedule: MaskingSchedule, seq_len: int, vocab_size: int,
+                mask_id: int | None = None, T: int = 1000, top_p: float | None = None, grid: str = "uniform"):
+    """:func:`sample` of one sequence per key (``keys [B]``; step i of sequence b draws from
+    ``fold_in(keys[b], i)``): int32 ``[B, seq_len]``, as one loop on the device."""
     mask_id = vocab_size if mask_id is None else mask_id
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+    return _sample(as_argument(logits_fn), keys, schedule, seq_len, vocab_size, mask_id, T, top_p, grid)
 
-    @jax.jit
-    def step(fn, k, x, i):
-        t, s = sampling_time(i, T, grid), sampling_time(i - 1, T, grid)
-        alpha_s = jnp.where(i == 1, 1.0, schedule.alpha(s))
-        logits = fn(x, jnp.full(shape[:1], t))
-        return reverse_step(k, logits, x, schedule.alpha(t), alpha_s, mask_id, top_p)
 
-    logits_fn = as_argument(logits_fn)
-    x = jnp.full(shape, mask_id, jnp.int32)
-    for i in tqdm(range(T, 0, -1), desc="MD4 steps", disable=not progress, leave=False):
-        x = step(logits_fn, jax.random.fold_in(key, i), x, i)
-    return x
+def sample(key, logits_fn, schedule: MaskingSchedule, shape, vocab_size: int, mask_id: int | None = None,
+           T: int = 1000, top_p: float | None = None, grid: str = "uniform"):
+    """Ancestral sampling over T steps from x_1 = all [MASK] on the time ``grid``
+    (:func:`sampling_time`); the last step reveals every token still masked, so the output
+    holds no mask. Returns int32 ``shape`` = (B, seq_len); sequence b from ``fold_in(key, b)``.
+    Pass a network as ``jax.tree_util.Partial(apply, params)`` to keep its parameters out
+    of the compiled program's constants."""
+    num, seq_len = shape
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
+    return sample_each(keys, logits_fn, schedule, seq_len, vocab_size, mask_id, T, top_p, grid)

@@ -1,6 +1,23 @@
-"""The paper's convolutional U-Net for RHM denoising (Appendix C), in muP.
+"""The paper's convolutional U-Net for RHM denoising (Appendix C), in muP, in two variants.
 
-Architecture (paper Sec. 3.1, App. C), for one-hot ``x_t`` of shape ``[B, d, v]``:
+``variant="reference"`` (:class:`ReferenceUNet`): the authors' public network (``bpUNET`` of
+AntonioScl/minimal_diffusion_rhm), layer for layer, for one-hot ``x_t`` ``[B, d, v]``:
+
+* input: the prior probabilities ``alpha_bar_t x + (1 - alpha_bar_t)/v``, standardized with a
+  mean and standard deviation computed once from the schedule (its only time conditioning);
+* embedding: filter-1 convolution v -> C, GeLU (exact, erf): ``e_0``;
+* encoder block k = 1..L: convolution with filter = stride = s, LayerNorm over the channels
+  (with gain and bias), GeLU: ``e_k``;
+* decoder block k = L..1: the skip is **concatenated** -- ``[u_k, e_k]`` with ``u_L = e_L`` --,
+  transposed convolution 2C -> C with filter = stride = s, LayerNorm, GeLU: ``u_{k-1}``;
+* read-out: filter-1 convolution of ``[u_0, e_0]`` (2C) -> v.
+
+Every weight is N(0, 1), no biases, and each convolution's output is divided by the square
+root of its ``filter_size * in_channels`` (the transposed ones too, as the reference code
+does, although each of their outputs sums over ``in_channels`` terms only), the read-out's
+by ``2C``. Its parameter count is the reference's for any (v, s, L, width) (tested).
+
+``variant="rhmdiff"`` (:class:`UNet`), for one-hot ``x_t`` of shape ``[B, d, v]``:
 
 * embedding: filter-size-1 convolution v -> C: ``e_0``;
 * encoder block k = 1..L: convolution with filter = stride = s (resolution d/s^(k-1) ->
@@ -32,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-VARIANTS = ("rhmdiff",)
+VARIANTS = ("rhmdiff", "reference")
 
 
 class MuDense(nn.Module):
@@ -113,6 +130,60 @@ class UNet(nn.Module):
             pre[f"decoder_{k}"] = a
             h = nn.gelu(a) + skips[k - 1]
         logits = MuDense(self.v, 1 / C, use_bias=False, name="unembed")(h)
+        return (logits, pre) if return_preactivations else logits
+
+
+def _gelu(x):
+    return nn.gelu(x, approximate=False)  # torch.nn.GELU's default, as the reference code
+
+
+def standardized_prior(x_t, alpha_bar_t, alpha_bars, v: int):
+    """The reference network's input: ``(p - mean) / std`` with ``p = alpha_bar_t onehot(x_t)
+    + (1 - alpha_bar_t)/v`` (the prior probability of each symbol given x_t alone), and mean
+    and std the reference's constants over the schedule's ``alpha_bars`` (t = 0..T):
+    ``mean = <a + (1-a)/v>``, ``std = sqrt(<a + (1-a)/v^2> - mean^2)``."""
+    a = np.asarray(alpha_bars, np.float64)
+    mean = float(np.mean(a + (1 - a) / v))
+    std = float(np.sqrt(np.mean(a + (1 - a) / v**2) - mean**2))
+    ab = jnp.asarray(alpha_bar_t, jnp.float32)[:, None, None]
+    p = ab * jax.nn.one_hot(x_t, v, dtype=jnp.float32) + (1.0 - ab) / v
+    return (p - mean) / std
+
+
+class ReferenceUNet(nn.Module):
+    """The authors' U-Net (module docstring). ``__call__(x_t int[B, d], t int[B])`` -> logits
+    ``[B, d, v]``; ``alpha_bars`` are the schedule's alpha_bar_t for t = 0..T (static). With
+    ``return_preactivations=True`` also the inputs of every block's GeLU (after LayerNorm):
+    ``{"encoder_1".."encoder_L", "decoder_L".."decoder_1"}`` (for Eq. 26)."""
+
+    v: int
+    s: int
+    L: int
+    width: int
+    alpha_bars: tuple
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x_t, t, return_preactivations: bool = False):
+        if x_t.shape[-1] != self.s**self.L:
+            raise ValueError(f"x_t must have shape [B, s**L] = [B, {self.s ** self.L}], got {x_t.shape}")
+        C, s = self.width, self.s
+        dense = lambda features, fan_in, name: MuDense(features, 1 / np.sqrt(fan_in), self.use_bias, name=name)
+        norm = lambda name: nn.LayerNorm(epsilon=1e-5, name=name)
+        alpha_bar_t = jnp.asarray(self.alpha_bars, jnp.float32)[t]
+        h = _gelu(dense(C, self.v, "embed")(standardized_prior(x_t, alpha_bar_t, self.alpha_bars, self.v)))
+        skips, pre = [h], {}
+        for k in range(1, self.L + 1):
+            a = norm(f"norm_encoder_{k}")(patch_conv(dense(C, s * C, f"encoder_{k}"), h, s))
+            pre[f"encoder_{k}"] = a
+            h = _gelu(a)
+            skips.append(h)
+        for k in range(self.L, 0, -1):
+            joined = jnp.concatenate([h, skips[k]], -1)
+            a = norm(f"norm_decoder_{k}")(patch_conv_transpose(dense(s * C, s * 2 * C, f"decoder_{k}"), joined, s))
+            pre[f"decoder_{k}"] = a
+            h = _gelu(a)
+        logits = MuDense(self.v, 1 / (2 * C), self.use_bias, name="readout")(jnp.concatenate([h, skips[0]], -1))
         return (logits, pre) if return_preactivations else logits
 
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from rhmdiff import config_check as check
-from rhmdiff import rhm, theory
+from rhmdiff import evaluate, rhm, theory
 from rhmdiff import workdir as workdir_lib
 from rhmdiff._util import natural_order
 from rhmdiff.analysis import correlations, figures
@@ -22,7 +22,7 @@ from rhmdiff.diffusion import d3pm
 from rhmdiff.files import as_path, read_npy, write_json
 from rhmdiff.tasks.rhm import grammar_from_config, schedule_from_config
 
-MUTABLE = ("correlations.sources",)
+MUTABLE = ("correlations.sources", "correlations.batch_size")
 
 
 def validate(config) -> None:
@@ -30,6 +30,7 @@ def validate(config) -> None:
     check.grammar(config)
     check.d3pm_diffusion(config)
     check.integer(config, "correlations.num_data", 2)
+    check.integer(config, "correlations.batch_size", 1)
     check.flag(config, "correlations.oracle")
     check.patterns(config, "correlations.sources")
 
@@ -53,8 +54,10 @@ def run(config, workdir) -> dict:
     k_data, k_oracle = jax.random.split(jax.random.PRNGKey(config.seed))
     curves = {"RHM data": np.asarray(rhm.sample(k_data, g, cc.num_data)[0])}
     if cc.oracle:
-        curves["BP oracle"] = np.asarray(d3pm.oracle_sample(k_oracle, g, schedule_from_config(config), cc.num_data,
-                                                            progress=True))
+        schedule = schedule_from_config(config)
+        curves["BP oracle"] = evaluate.map_examples(lambda _, keys: d3pm.oracle_sample_each(keys, g, schedule),
+                                                    d3pm.sequence_keys(k_oracle, cc.num_data),
+                                                    batch_size=cc.batch_size, desc="BP oracle samples")
     for run_dir in matching_runs(cc.sources, "generated.npy"):
         curves[run_dir.name] = read_npy(run_dir / "generated.npy")
     rows = [{"name": name, "num": len(x), "correlation": correlations.token_correlation(x, g.v).tolist(),

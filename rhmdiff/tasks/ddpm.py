@@ -24,7 +24,7 @@ from absl import logging
 from jax.tree_util import Partial
 
 from rhmdiff import config_check as check
-from rhmdiff import train
+from rhmdiff import evaluate, train
 from rhmdiff import workdir as workdir_lib
 from rhmdiff._util import num_params
 from rhmdiff.data import DataError, cache, images
@@ -112,33 +112,33 @@ def ddpm_loss_fn(model: ImageUNet, schedule: gaussian.GaussianSchedule, lam: flo
 
 
 def make_val_loss(key, model: ImageUNet, schedule: gaussian.GaussianSchedule, val_x, lam: float, batch_size: int):
-    """``params -> {"val_loss", "val_mse", "val_vb"}`` on ``val_x`` with the same noise every time."""
+    """``params -> {"val_loss", "val_mse", "val_vb"}`` on ``val_x`` with the same noise every
+    time (image i's step and noise from ``fold_in(key, i)``), spread over all devices."""
+    n = len(val_x)
+    keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n)))
 
-    @jax.jit
-    def batch_metrics(params, k, x0):
-        return gaussian.hybrid_loss(k, Partial(apply_fn(model), params), schedule, images.to_unit_range(x0), lam)[1]
+    def per_image(params, x0, kk):
+        x0 = images.to_unit_range(x0)
+        t, eps = jax.vmap(lambda k: gaussian.noise(k, schedule, x0.shape[1:]))(kk)
+        return gaussian.hybrid_each(Partial(apply_fn(model), params), schedule, x0, t, eps, lam)
 
     def val_loss(params):
-        sums = {"loss": 0.0, "mse": 0.0, "vb": 0.0}
-        for i in range(0, len(val_x), batch_size):
-            x0 = np.asarray(val_x[i:i + batch_size])
-            for name, value in batch_metrics(params, jax.random.fold_in(key, i), x0).items():
-                sums[name] += float(value) * len(x0)
-        return {"val_loss": sums["loss"] / len(val_x), "val_mse": sums["mse"] / len(val_x),
-                "val_vb": sums["vb"] / len(val_x)}
+        out = evaluate.map_examples(per_image, np.asarray(val_x), keys, shared=params, batch_size=batch_size)
+        mean = {k: float(np.mean(v, dtype=np.float64)) for k, v in out.items()}
+        return {"val_loss": mean["loss"], "val_mse": mean["mse"], "val_vb": mean["vb"]}
 
     return val_loss
 
 
 def generate(key, model: ImageUNet, params, schedule: gaussian.GaussianSchedule, num: int, size: int,
              batch_size: int, steps: int) -> np.ndarray:
-    """``uint8[num, size, size, 3]`` images from the ancestral sampler over ``steps`` respaced steps."""
+    """``uint8[num, size, size, 3]`` images from the ancestral sampler over ``steps`` respaced
+    steps (image i from ``fold_in(key, i)``), spread over all devices."""
     respaced = gaussian.respace(schedule, steps)
-    fn = Partial(apply_fn(model), params)
-    return np.concatenate([
-        images.to_uint8(gaussian.sample(jax.random.fold_in(key, i), fn, respaced, (min(batch_size, num - i), size, size, 3),
-                                        progress=True))
-        for i in range(0, num, batch_size)])
+    fn = lambda p, keys: images.to_uint8(gaussian.sample_each(keys, Partial(apply_fn(model), p), respaced,
+                                                              (size, size, 3), step_map=jax.pmap))
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
+    return evaluate.map_examples(fn, keys, shared=params, batch_size=batch_size, desc="DDPM samples", pmapped=True)
 
 
 def image_grid(x: np.ndarray, columns: int = 8) -> np.ndarray:

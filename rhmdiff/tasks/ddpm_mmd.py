@@ -47,11 +47,10 @@ def validate(config) -> None:
 
 
 def resnet_features(variables, x_uint8, batch_size: int = 256) -> dict:
-    """ResNet-18 features ``{depth: [N, C]}`` of uint8 images."""
-    apply = jax.jit(resnet.ResNet18().apply)
-    parts = [jax.device_get(apply(variables, images.to_unit_range(jnp.asarray(x_uint8[i:i + batch_size]))))
-             for i in range(0, len(x_uint8), batch_size)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in resnet.FEATURES}
+    """ResNet-18 features ``{depth: [N, C]}`` of uint8 images, spread over all devices."""
+    fn = lambda var, x: resnet.ResNet18().apply(var, images.to_unit_range(x))
+    return evaluate.map_examples(fn, np.asarray(x_uint8), shared=variables, batch_size=batch_size,
+                                 desc="ResNet-18 features")
 
 
 def run(config, workdir) -> dict:

@@ -29,7 +29,7 @@ from absl import logging
 from jax.tree_util import Partial
 
 from rhmdiff import config_check as check
-from rhmdiff import train
+from rhmdiff import evaluate, train
 from rhmdiff import workdir as workdir_lib
 from rhmdiff._util import num_params
 from rhmdiff.data import DataError, cache, text
@@ -117,31 +117,34 @@ def md4_loss_fn(model: transformer.Transformer, schedule: md4.MaskingSchedule, v
 
 def make_val_loss(key, model: transformer.Transformer, schedule: md4.MaskingSchedule, val_x, vocab_size: int,
                   batch_size: int):
-    """``params -> {"val_loss"}``: MD4's full negative ELBO (:func:`md4.loss`), bits per
-    token, on ``val_x`` with the same noise at every evaluation."""
+    """``params -> {"val_loss"}``: MD4's full negative ELBO (:func:`md4.elbo_each`), bits per
+    token, on ``val_x`` with the same noise at every evaluation: sequence i at the stratified
+    time ``t_i = (u + i/N) mod 1`` (MD4's antithetic times, over the whole set) with its own
+    key; spread over all devices (:func:`rhmdiff.evaluate.map_examples`)."""
+    n = len(val_x)
+    k_t, k_seq = jax.random.split(key)
+    t = np.asarray(jnp.mod(jax.random.uniform(k_t) + jnp.arange(n) / n, 1.0), np.float32)
+    keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(k_seq, i))(jnp.arange(n)))
 
-    @jax.jit
-    def batch_bits(params, k, x0):
-        return md4.loss(k, Partial(model.apply, params), schedule, x0, vocab_size)[1]["bits_per_token"]
+    def per_sequence(params, x0, tt, kk):
+        parts = md4.elbo_each(kk, tt, Partial(model.apply, params), schedule, x0, vocab_size)
+        return parts["diffusion"] + parts["reconstruction"] + parts["prior"]
 
     def val_loss(params):
-        total = 0.0
-        for i in range(0, len(val_x), batch_size):
-            x0 = val_x[i:i + batch_size]
-            total += float(batch_bits(params, jax.random.fold_in(key, i), x0)) * len(x0)
-        return {"val_loss": total / len(val_x)}
+        nats = evaluate.map_examples(per_sequence, np.asarray(val_x), t, keys, shared=params, batch_size=batch_size)
+        return {"val_loss": float(np.mean(nats, dtype=np.float64)) / math.log(2)}
 
     return val_loss
 
 
 def generate(key, model: transformer.Transformer, params, schedule: md4.MaskingSchedule, num: int, seq_len: int,
              vocab_size: int, batch_size: int, steps: int, top_p: float | None, grid: str) -> np.ndarray:
-    """``int32[num, seq_len]`` sequences from MD4's ancestral sampler, in batches."""
-    logits_fn = Partial(model.apply, params)
-    return np.concatenate([
-        np.asarray(md4.sample(jax.random.fold_in(key, i), logits_fn, schedule, (min(batch_size, num - i), seq_len),
-                              vocab_size, T=steps, top_p=top_p, progress=True, grid=grid))
-        for i in range(0, num, batch_size)])
+    """``int32[num, seq_len]`` sequences from MD4's ancestral sampler (sequence i from
+    ``fold_in(key, i)``), spread over all devices."""
+    fn = lambda p, keys: md4.sample_each(keys, Partial(model.apply, p), schedule, seq_len, vocab_size, T=steps,
+                                         top_p=top_p, grid=grid)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
+    return evaluate.map_examples(fn, keys, shared=params, batch_size=batch_size, desc="MD4 samples")
 
 
 def stage_steps(keep_tokens, tokens_per_step: int, num_steps: int) -> tuple[int, ...]:

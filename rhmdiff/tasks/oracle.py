@@ -23,7 +23,7 @@ from rhmdiff.diffusion import d3pm
 from rhmdiff.files import write_json
 from rhmdiff.tasks.rhm import grammar_from_config, schedule_from_config
 
-MUTABLE = ("eval.num_generated",)
+MUTABLE = ("eval.num_generated", "eval.batch_size")
 
 
 def validate(config) -> None:
@@ -31,6 +31,7 @@ def validate(config) -> None:
     check.grammar(config)
     check.d3pm_diffusion(config)
     check.integer(config, "eval.num_generated", 1)
+    check.integer(config, "eval.batch_size", 1)
 
 
 def run(config, workdir) -> dict:
@@ -40,7 +41,9 @@ def run(config, workdir) -> dict:
     accuracy, tuple_accuracy, seconds = {}, {}, {}
     for name, exact, key in (("exact", True, key_exact), ("factorized", False, key_fact)):
         t0 = time.perf_counter()
-        x = jax.block_until_ready(d3pm.oracle_sample(key, g, schedule, num, exact=exact, progress=True))
+        x = evaluate.map_examples(lambda _, keys: d3pm.oracle_sample_each(keys, g, schedule, exact),
+                                  d3pm.sequence_keys(key, num), batch_size=config.eval.batch_size,
+                                  desc=f"{name} oracle sampler")
         seconds[f"{name}_sampler"] = time.perf_counter() - t0
         accuracy[name] = [float(a) for a in rhm.level_accuracy(g, x)]
         tuple_accuracy[name] = [float(a) for a in rhm.tuple_accuracy(g, x)]
@@ -52,8 +55,9 @@ def run(config, workdir) -> dict:
     vb_bits = None
     if len(test):
         t0 = time.perf_counter()
-        bound = d3pm.nll_bound(key_vb, evaluate.oracle_logits_fn(g, schedule), schedule, test, g.v, progress=True)
-        vb_bits = float(bound.mean()) / math.log(2)
+        bound = evaluate.nll_bound(key_vb, evaluate.oracle_logits_fn(g, schedule), schedule, test, g.v,
+                                   config.eval.batch_size)
+        vb_bits = float(np.mean(bound, dtype=np.float64)) / math.log(2)
         seconds["vb_bound"] = time.perf_counter() - t0
         logging.info("oracle VB bound %.4f bits/token, entropy %.4f bits/token", vb_bits, entropy)
 

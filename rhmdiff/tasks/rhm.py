@@ -20,7 +20,7 @@ from jax.tree_util import Partial
 from rhmdiff import config_check as check
 from rhmdiff import evaluate, rhm, train
 from rhmdiff import workdir as workdir_lib
-from rhmdiff._util import num_params
+from rhmdiff._util import log_softmax, num_params
 from rhmdiff.data import rhm_data
 from rhmdiff.diffusion import d3pm
 from rhmdiff.files import write_json, write_npy
@@ -39,7 +39,14 @@ def schedule_from_config(config) -> d3pm.Schedule:
     return d3pm.make_schedule(c.schedule, c.T, c.beta_min, c.beta_max)
 
 
-def model_from_config(config, g: rhm.Grammar) -> unet.UNet:
+def model_from_config(config, g: rhm.Grammar):
+    """``config.model.variant``: ``"rhmdiff"`` (:class:`rhmdiff.models.unet.UNet`, sum skips,
+    time embedding; ``model.time_conditioning``) or ``"reference"`` (the authors' network,
+    :class:`rhmdiff.models.unet.ReferenceUNet`: concatenated skips, LayerNorm, the
+    standardized prior probabilities as its time conditioning)."""
+    if config.model.variant == "reference":
+        alpha_bars = (1.0,) + tuple(float(a) for a in np.asarray(schedule_from_config(config).alpha_bars))
+        return unet.ReferenceUNet(v=g.v, s=g.s, L=g.L, width=config.model.width, alpha_bars=alpha_bars)
     return unet.UNet(v=g.v, s=g.s, L=g.L, width=config.model.width, T=config.diffusion.T,
                      time_conditioning=config.model.time_conditioning)
 
@@ -71,43 +78,44 @@ def validate(config) -> None:
     validate_training(config)
 
 
-def rhm_loss_fn(model: unet.UNet, schedule: d3pm.Schedule, v: int, hybrid_coeff: float):
+def rhm_loss_fn(model, schedule: d3pm.Schedule, v: int, hybrid_coeff: float, objective: str = "hybrid"):
     """``loss_fn(params, x0, keys)`` for :func:`rhmdiff.train.fit`: the D3PM objective of
-    :func:`rhmdiff.diffusion.d3pm.loss_terms` with one key per sequence (its t and noise)."""
+    :func:`rhmdiff.diffusion.d3pm.loss_terms` (``"hybrid"`` or ``"vb"``) with one key per
+    sequence (its t and noise)."""
 
     def loss_fn(params, x0, keys):
         t, x_t = jax.vmap(lambda k, x: d3pm.noise(k, schedule, x, v))(keys, x0)
-        return d3pm.loss_terms(schedule, x0, x_t, t, model.apply(params, x_t, t), v, hybrid_coeff)
+        return d3pm.loss_terms(schedule, x0, x_t, t, model.apply(params, x_t, t), v, hybrid_coeff, objective)
 
     return loss_fn
 
 
-def make_val_loss(key, model: unet.UNet, schedule: d3pm.Schedule, val_x, v: int, batch_size: int):
+def make_val_loss(key, model, schedule: d3pm.Schedule, val_x, v: int, batch_size: int):
     """``params -> {"val_loss", "val_ce_nats"}``: the variational bound (bits per token,
-    Monte-Carlo over t) on the validation set with fixed noise. The steps t are stratified
+    Monte-Carlo over t) on the validation set with fixed noise, spread over all devices
+    (:func:`rhmdiff.evaluate.map_examples`). The steps t are stratified
     (``t = 1 + floor(T (i + 1/2) / N)`` over a fixed shuffle of the N sequences), so
     evaluations differ only through the parameters and the estimate has low variance."""
     n = len(val_x)
     k_perm, k_noise = jax.random.split(key)
     t_all = 1 + (schedule.T * (2 * np.arange(n) + 1)) // (2 * n)
     t_all = np.asarray(jax.random.permutation(k_perm, t_all), np.int32)
+    keys = np.asarray(train.example_keys(k_noise, 0, 0, n))
 
-    @jax.jit
-    def batch_terms(params, x0, t, keys):
-        """Sums over the batch of the per-token VB estimate and CE (nats)."""
+    def per_sequence(params, x0, t, keys):
+        """The bound's one-step estimate and the cross-entropy of each sequence (nats per token)."""
         x_t = jax.vmap(lambda k, x, tt: d3pm.q_sample(k, schedule, x, tt, v))(keys, x0, t)
-        _, metrics = d3pm.loss_terms(schedule, x0, x_t, t, model.apply(params, x_t, t), v)
-        return metrics["vb_nats"] * len(x0), metrics["ce_nats"] * len(x0)
-
-    keys = train.example_keys(k_noise, 0, 0, n)
+        logits = model.apply(params, x_t, t)
+        vb = schedule.T * d3pm.vb_terms(schedule, x0, x_t, t, logits, v).mean(-1) + d3pm.prior_kl(
+            schedule, x0, v).mean(-1)
+        ce = -jnp.take_along_axis(log_softmax(logits, -1), x0[..., None], -1)[..., 0].mean(-1)
+        return vb, ce
 
     def val_loss(params):
-        vb = ce = 0.0
-        for i in range(0, n, batch_size):
-            sl = slice(i, i + batch_size)
-            b_vb, b_ce = batch_terms(params, val_x[sl], t_all[sl], keys[sl])
-            vb, ce = vb + float(b_vb), ce + float(b_ce)
-        return {"val_loss": vb / n / math.log(2), "val_ce_nats": ce / n}
+        vb, ce = evaluate.map_examples(per_sequence, np.asarray(val_x), t_all, keys, shared=params,
+                                       batch_size=batch_size)
+        return {"val_loss": float(np.mean(vb, dtype=np.float64)) / math.log(2),
+                "val_ce_nats": float(np.mean(ce, dtype=np.float64))}
 
     return val_loss
 
@@ -130,7 +138,8 @@ def setup(config) -> dict:
             k_batches, train_x, config.train.batch_size, start, num)[:, rows]
     init_params = lambda: model.init(k_init, jnp.zeros((1, g.d), jnp.int32), jnp.ones((1,), jnp.int32))
     fit_kwargs = dict(
-        init_params=init_params, loss_fn=rhm_loss_fn(model, schedule, g.v, config.diffusion.hybrid_coeff), batches=batches,
+        init_params=init_params, batches=batches,
+        loss_fn=rhm_loss_fn(model, schedule, g.v, config.diffusion.hybrid_coeff, config.diffusion.objective),
         validate=make_val_loss(k_val, model, schedule, np.asarray(splits["val"][0]), g.v, config.eval.batch_size),
         lr_scale=unet.mup_lr_scale(config.model.width) if config.train.optimizer == "sgd" else 1.0)
     return dict(g=g, schedule=schedule, model=model, splits=splits, train_x=train_x, fit_kwargs=fit_kwargs,
@@ -161,8 +170,8 @@ def run(config, workdir, stop_at: int | None = None) -> dict | None:
         t0 = time.perf_counter()
         for name, logits_fn in (("test_vb_bits", Partial(model.apply, fitted["params"])),
                                 ("oracle_vb_bits", evaluate.oracle_logits_fn(g, schedule))):
-            vb[name] = float(d3pm.nll_bound(s["keys"]["vb"], logits_fn, schedule, test_x, g.v,
-                                            progress=True).mean()) / math.log(2)
+            bound = evaluate.nll_bound(s["keys"]["vb"], logits_fn, schedule, test_x, g.v, config.eval.batch_size)
+            vb[name] = float(np.mean(bound, dtype=np.float64)) / math.log(2)
         seconds["vb_bounds"] = time.perf_counter() - t0
 
     results = {
