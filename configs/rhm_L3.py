@@ -7,9 +7,18 @@ Presets:
 
 * ``cpu``: v=8, m=3, s=2, L=3 (d = 8 tokens), P = 4096 training points, width 256,
   T = 1000 linear; minutes on 2 CPU cores (training + 1024 samples), see the README.
-* ``paper``: the paper's settings (Appendix C): v=32, m=8, P = 2^18, width 8192,
-  T = 1000 linear, SGD with muP, lr 1, momentum 0.9, batch 32, early stopping on the
-  validation loss; for a GPU/TPU.
+* ``paper``: the paper's settings (Appendix C): the authors' U-Net (``variant="reference"``)
+  at width 8192 on v=32, m=8, P = 2^18, T = 1000 linear, the loss of the variational bound
+  (``objective="vb"``: the KL of the posteriors at one t, per token), SGD with momentum 0.9
+  in muP at lr 1, batch 32, early stopping on the validation loss; for a GPU/TPU.
+
+Learning rate (both variants are in muP's multiplier form: N(0, 1) weights, each layer's
+output divided by sqrt(fan_in), the read-out's by fan_in): SGD updates every weight w by
+``-train.lr * width * dL/dw`` (``rhmdiff.models.unet.mup_lr_scale``), which moves every
+layer's pre-activations by O(train.lr) per step at any width. ``train.lr = 1`` is the paper's
+"lr 1"; in the authors' code (PyTorch SGD on the same weights and multipliers) it is
+``lr = width`` (8192 at the paper's width). ``configs/mup_transfer.py`` trains this rate at
+widths 256 ... 4096.
 """
 import ml_collections
 
@@ -33,6 +42,9 @@ def get_config(preset: str = "cpu"):
     if preset == "paper":
         c.rhm.update(v=32, m=8, s=2, L=3)
         c.data.update(train_size=2**18, val_size=2**14, test_size=2**14)
-        c.model.width = 8192
-        c.train.update(lr=1.0, num_steps=10**7, eval_every=10_000, patience=10)
+        c.model.update(variant="reference", width=8192)
+        c.diffusion.objective = "vb"
+        c.train.update(lr=1.0, num_steps=10**7, eval_every=10_000, checkpoint_every=5000, log_every=1000,
+                       patience=10)
+        c.eval.batch_size = 256
     return c

@@ -40,10 +40,9 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # noqa: BLE001 -- every parse error becomes a one-line message
-        what = f"unknown config key {e}" if isinstance(e, (AttributeError, KeyError)) else str(e)
-        if isinstance(e, (FileNotFoundError, OSError)) or "No such file" in what:
-            what = f"--config: {what}"
-        _fail(2, what)
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        what = " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
+        _fail(2, f"unknown config key {e}" if isinstance(e, (AttributeError, KeyError)) else what)
 
 
 def _validate_run_control(config) -> None:
@@ -97,13 +96,24 @@ def agree_on_config(config) -> None:
 def main(argv):
     if len(argv) > 1:
         _fail(2, f"unexpected arguments {argv[1:]}: use --config=FILE[:preset] --workdir=DIR [--config.key=value]")
+    try:
+        config = _CONFIG.value
+        config.get("task")
+    except Exception as e:  # noqa: BLE001 -- a config file that does not load: one line
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        _fail(2, f"--config: {lines[-1] if lines else type(e).__name__}")
+    execute(config, _WORKDIR.value, check=_CHECK.value)
+
+
+def execute(config, workdir: str, check: bool = False) -> None:
+    """Everything after the parsing (module docstring), for a config and a workdir; every
+    refusal and failure exits (``SystemExit``) with one line on stderr."""
     from rhmdiff import tasks
     from rhmdiff.config_check import ConfigError
     from rhmdiff.data import DataError
     from rhmdiff.files import dumps
     from rhmdiff.workdir import WorkdirError, claim_all, experiment
 
-    config, workdir = _CONFIG.value, _WORKDIR.value
     try:
         task = tasks.load(config.get("task"))
         _validate_run_control(config)
@@ -112,7 +122,7 @@ def main(argv):
         _fail(2, str(e))
     except (DataError, FileNotFoundError) as e:
         _fail(1, str(e))
-    if _CHECK.value:
+    if check:
         print(dumps(experiment(config)))
         print(f"rhmdiff: config OK (task {config.task}); nothing written", file=sys.stderr)
         return

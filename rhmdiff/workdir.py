@@ -228,6 +228,7 @@ def claim(config, workdir, mutable=(), lock: bool = True) -> Claim:
     run. Call it on one process only."""
     path = as_path(workdir)
     _check_directory(path)
+    _check_ours(path)
     holder = _Lock(path)
     if lock:
         holder.acquire()
@@ -239,13 +240,19 @@ def claim(config, workdir, mutable=(), lock: bool = True) -> Claim:
     return Claim(path, holder, changed)
 
 
-def _claim(config, path: epath.Path, mutable) -> list[str]:
+def _check_ours(path: epath.Path) -> None:
+    """WorkdirError unless ``path`` is empty, marked as rhmdiff's, or an unmarked run of an
+    earlier rhmdiff (its ``config.json`` and only files rhmdiff writes)."""
     names = {p.name for p in path.iterdir()} - {LOCK}
     if names and MARKER not in names:
         if CONFIG not in names or not all(is_output(n) or n == CACHE for n in names):
             raise WorkdirError(f"--workdir {path}: holds files that rhmdiff did not create (no {MARKER} marker); "
                                "use a new or empty directory")
         logging.info("%s: a run made before the workdir marker; adopting it", path)
+
+
+def _claim(config, path: epath.Path, mutable) -> list[str]:
+    names = {p.name for p in path.iterdir()} - {LOCK}
     current = experiment(config)
     overwrite = bool(config.get("overwrite", False))
     try:

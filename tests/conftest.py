@@ -1,12 +1,17 @@
-"""Shared fixtures: tiny grammars and a brute-force enumeration of their language."""
+"""Shared fixtures: tiny grammars and a brute-force enumeration of their language, configs and
+stand-in inputs, and the command line run in process."""
 import itertools
+import os
 
-import chex
+# The suite runs on the CPU, with 4 fake devices for the data-parallel tests, also on a
+# machine whose JAX sees a GPU or TPU (and so do the command lines it starts).
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import chex  # noqa: E402
 
 chex.set_n_cpu_devices(4)  # before any JAX computation: lets tests pmap over 4 CPU devices
 
 import atexit  # noqa: E402
-import os  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -27,13 +32,29 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
 from rhmdiff import rhm  # noqa: E402
 from rhmdiff.config_base import sibling_config  # noqa: E402
 
-TINY = [(3, 2, 2, 2), (4, 2, 3, 2)]
+TINY = [(3, 2, 2, 2), (4, 2, 3, 2), (2, 2, 2, 3)]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str, *preset):
     """``configs/<name>.py``'s ``get_config(*preset)``."""
     return sibling_config(os.path.join(ROOT, "configs", "x.py"), name).get_config(*preset)
+
+
+def execute(config, workdir, check: bool = False) -> tuple[int, str]:
+    """What ``python -m rhmdiff.main`` does after parsing its flags, in this process:
+    ``(exit code, stderr)`` (for the refusals that end before any compute)."""
+    import contextlib
+    import io
+
+    from rhmdiff import main as cli
+    err, code = io.StringIO(), 0
+    with contextlib.redirect_stderr(err):
+        try:
+            cli.execute(config, str(workdir), check)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, err.getvalue()
 
 
 def run_task(config, workdir, **kwargs):

@@ -278,3 +278,47 @@ def test_hierarchical_clustering_exact_on_the_language_and_needs_more_data(conte
     x = np.asarray(x)
     deep = clustering.hierarchical_clustering_accuracy(jax.random.PRNGKey(1), x, g, context)
     assert deep < 0.8 < clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), x, g, 2, context)
+
+
+def test_score_error_is_zero_for_the_oracle_and_closed_form_for_a_uniform_denoiser():
+    """The oracle as the network: every error 0. A network that predicts the uniform
+    distribution: token KL = log v - H(p(x_0^i | x_t)) with the exact posterior from brute
+    force over the enumerated language, and its implied level posteriors are the grammar's
+    prior marginals (counted over the language)."""
+    from conftest import enumerate_language
+    from jax.tree_util import Partial
+
+    from rhmdiff import evaluate
+    from rhmdiff.analysis import score_error
+    from rhmdiff.diffusion import d3pm
+    g = rhm.make_grammar(jax.random.PRNGKey(3), 3, 2, 2, 3)
+    lang = enumerate_language(g)
+    schedule = d3pm.linear_schedule(40, 0.02, 0.3)
+    x0 = np.asarray(rhm.sample(jax.random.PRNGKey(4), g, 24)[0])
+    keys = d3pm.sequence_keys(jax.random.PRNGKey(5), len(x0))
+    uniform = Partial(lambda x_t, t: jnp.zeros(x_t.shape + (g.v,)))
+    words = np.array([e[0] for e in lang])
+    priors = {level: np.stack([np.bincount(lat[:, j], minlength=g.v) for j in range(lat.shape[1])]) / len(lang)
+              for level in range(1, g.L + 1) for lat in [np.array([e[1][level - 1] for e in lang])]}
+    for t in (1, 6, 25):
+        exact = score_error.errors_at(g, schedule, evaluate.oracle_logits_fn(g, schedule), keys, x0, t)
+        for name in ("token_kl", "vb_excess", "level_kl"):
+            np.testing.assert_allclose(exact[name], 0.0, atol=2e-5, err_msg=name)
+        got = score_error.errors_at(g, schedule, uniform, keys, x0, t)
+        ab = float(schedule.alpha_bar(t))
+        x_t = np.asarray(jax.vmap(lambda k, x: d3pm.q_sample(jax.random.fold_in(k, t), schedule, x, t, g.v))(keys, x0))
+        for i in range(len(x0)):  # p(x_0 = w | x_t) over the language, by brute force
+            like = np.prod(np.where(words == x_t[i], ab + (1 - ab) / g.v, (1 - ab) / g.v), 1)
+            post = like / like.sum()
+            marg = np.stack([np.bincount(words[:, j], post, g.v) for j in range(g.d)])
+            h = -np.sum(np.where(marg > 0, marg * np.log(np.maximum(marg, 1e-300)), 0), 1)
+            assert float(got["token_kl"][i]) == pytest.approx(np.mean(np.log(g.v) - h), abs=2e-5)
+            # the level posteriors the exact marginals imply, against the uniform denoiser's: the priors
+            implied = score_error.implied_levels(g, jnp.asarray(marg[None], jnp.float32))
+            for level in range(1, g.L + 1):
+                p, q = np.asarray(implied[level][0], np.float64), priors[level]
+                kl = np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300) / q), 0), 1).mean()
+                assert float(got["level_kl"][i, level - 1]) == pytest.approx(kl, abs=2e-5)
+    prior = score_error.implied_levels(g, jnp.full((1, g.d, g.v), 1.0 / g.v))
+    for level in range(1, g.L + 1):  # uniform evidence: the grammar's prior marginals (each sequence equally likely)
+        np.testing.assert_allclose(prior[level][0], priors[level], atol=1e-6)

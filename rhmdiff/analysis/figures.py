@@ -218,6 +218,65 @@ def plot_mmd(results: dict, path: str) -> None:
     _save(fig, path)
 
 
+def plot_mup_transfer(results: dict, path) -> None:
+    """Validation bound (and, thin, the training estimate of the bound) vs step, one panel per
+    U-Net variant, one curve per width (muP: the curves collapse and approach a limit as the
+    width grows)."""
+    variants = list(dict.fromkeys(c["variant"] for c in results["curves"]))
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4.2), squeeze=False, sharey=True)
+    for ax, variant in zip(axes[0], variants):
+        rows = sorted((c for c in results["curves"] if c["variant"] == variant), key=lambda c: c["width"])
+        cmap = plt.get_cmap("viridis", len(rows) + 1)
+        for i, c in enumerate(rows):
+            ax.plot(c["steps"], c["train_vb_bits"], color=cmap(i), lw=0.6, alpha=0.5)
+            ax.plot(c["val_steps"], c["val_loss"], "o-", ms=3, color=cmap(i),
+                    label=f"width {c['width']} ({c['num_params'] / 1e6:.1f}M)")
+        ax.set(xlabel="step", title=f"{variant} U-Net, {results['optimizer'].upper()} lr {results['lr']:g} (muP), "
+               f"{results['objective']} loss")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("variational bound (bits/token): validation, training (thin)")
+    _save(fig, path)
+
+
+def plot_score_error(results: dict, path) -> None:
+    """The denoiser's error against the exact posterior: top row, one panel per level (the
+    tokens, then the latents 1..L), the error vs diffusion step t, one curve per P; bottom row,
+    the error vs P at three steps, with 1 - A_l (dashed, right axis) for the latent levels."""
+    runs = sorted(results["runs"], key=lambda r: r["P"])
+    L = results["L"]
+    fig, axes = plt.subplots(2, L + 1, figsize=(3.8 * (L + 1), 7), squeeze=False)
+    cmap = plt.get_cmap("viridis", len(runs) + 1)
+    level = lambda run, l: ([e["mean"] for e in run["token_kl"]] if l == 0 else
+                            [e["mean"][l - 1] for e in run["level_kl"]])
+    floor = 1e-5
+    for l in range(L + 1):
+        ax = axes[0][l]
+        for i, run in enumerate(runs):
+            ax.plot(run["t"], np.maximum(level(run, l), floor), "o-", ms=3, color=cmap(i), label=f"P={run['P']}")
+        ax.set(xscale="log", yscale="log", xlabel="diffusion step t",
+               title="tokens: KL(p || q)" if l == 0 else f"level {l}: KL of implied posteriors")
+        if l == 0:
+            ax.set_ylabel("nats (mean over positions)")
+            ax.legend(fontsize=7)
+        ax = axes[1][l]
+        P = [run["P"] for run in runs]
+        t_all = runs[0]["t"]
+        picks = sorted({t_all[0], t_all[len(t_all) // 2], t_all[-1]})
+        for j, t in enumerate(picks):
+            k = t_all.index(t)
+            ax.plot(P, [max(level(run, l)[k], floor) for run in runs], "s-", ms=3,
+                    color=plt.get_cmap("plasma", len(picks) + 1)(j), label=f"t={t}")
+        ax.set(xscale="log", yscale="log", xlabel="P (training points)")
+        if l > 0:
+            twin = ax.twinx()
+            twin.plot(P, [1 - run["accuracy"][l - 1] for run in runs], "k--", lw=1, label=f"1 - A_{l}")
+            twin.set(ylim=(0, 1.05))
+            twin.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="lower left")
+    axes[1][0].set_ylabel("nats")
+    _save(fig, path)
+
+
 def plot_p_star_comparison(results: list[dict], path: str) -> None:
     """Fig. 2: P* vs m of every clustering variant (``clustering_sweep.json``) and of the
     diffusion model (``sweep.json``), one panel per L. Each P* is divided by its own
@@ -257,7 +316,8 @@ def plot_p_star_comparison(results: list[dict], path: str) -> None:
 
 PLOTTERS = {"mmd.json": plot_mmd, "correlations.json": plot_correlations, "text_correlations.json": plot_correlations,
             "perplexity.json": plot_perplexity, "clustering_sweep.json": plot_clustering_sweep,
-            "sensitivity.json": plot_sensitivity, "sweep.json": plot_sweep, "onestep.json": plot_onestep}
+            "sensitivity.json": plot_sensitivity, "sweep.json": plot_sweep, "onestep.json": plot_onestep,
+            "mup_transfer.json": plot_mup_transfer, "score_error.json": plot_score_error}
 
 
 def replot(workdir) -> list[str]:

@@ -50,11 +50,32 @@ def offline_batches(key, train_x, batch_size: int, start: int, num: int) -> np.n
     return np.stack(out)
 
 
-def online_batches(key, g: rhm.Grammar, batch_size: int, start: int, num: int) -> np.ndarray:
+def online_batches(key, g: rhm.Grammar, batch_size: int, start: int, num: int, exclude=None) -> np.ndarray:
     """Fresh i.i.d. RHM samples for steps ``start .. start+num-1`` (online learning),
-    ``int32[num, batch_size, d]``; step ``n`` draws from ``fold_in(key, n)``."""
+    ``int32[num, batch_size, d]``; step ``n`` draws from ``fold_in(key, n)``. A draw equal to a
+    sequence of ``exclude`` (e.g. the validation and test sets) is replaced by another one
+    (from ``fold_in(fold_in(key, n), attempt)``), so those sequences never enter training:
+    the stream is the RHM's distribution restricted to the other sequences."""
     keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(np.arange(start, start + num))
-    return np.asarray(_online(keys, g, batch_size))
+    x = np.array(_online(keys, g, batch_size))
+    if exclude is None or len(exclude) == 0:
+        return x
+    flat = x.reshape(-1, g.d)
+    held_out = _as_rows(np.asarray(exclude, np.int32))
+    for attempt in range(1, 1000):
+        hits = np.flatnonzero(np.isin(_as_rows(flat), held_out))
+        if not len(hits):
+            return x
+        step_of = hits // batch_size
+        fresh = np.asarray(_online(jax.vmap(lambda k: jax.random.fold_in(k, attempt))(keys[step_of]), g, batch_size))
+        flat[hits] = fresh[np.arange(len(hits)), hits % batch_size]
+    raise RuntimeError("online_batches: could not draw sequences outside the excluded set")
+
+
+def _as_rows(a: np.ndarray) -> np.ndarray:
+    """Each row of an int32 ``[N, d]`` array as one opaque value, for set operations."""
+    a = np.ascontiguousarray(a, np.int32)
+    return a.view(np.dtype((np.void, 4 * a.shape[1]))).ravel()
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -120,19 +120,26 @@ def make_val_loss(key, model, schedule: d3pm.Schedule, val_x, v: int, batch_size
     return val_loss
 
 
+def splits_from_config(config, g: rhm.Grammar) -> dict:
+    """The run's disjoint train / validation / test splits (:func:`rhm_data.make_splits`)."""
+    k_data = jax.random.split(jax.random.PRNGKey(config.seed), 7)[0]
+    return rhm_data.make_splits(k_data, g, 0 if config.data.online else config.data.train_size,
+                                config.data.val_size, config.data.test_size)
+
+
 def setup(config) -> dict:
     """Everything the task derives from its config: grammar ``g``, ``schedule``, ``model``,
     data ``splits``, the PRNG ``keys`` of generation and evaluation, and ``fit_kwargs`` for
     :func:`rhmdiff.train.fit` (init_params, loss_fn, batches, validate, lr_scale)."""
     g, schedule = grammar_from_config(config), schedule_from_config(config)
     model = model_from_config(config, g)
-    k_data, k_init, k_batches, k_val, k_gen, k_vb, k_rand = jax.random.split(jax.random.PRNGKey(config.seed), 7)
-    splits = rhm_data.make_splits(k_data, g, 0 if config.data.online else config.data.train_size,
-                                  config.data.val_size, config.data.test_size)
+    _, k_init, k_batches, k_val, k_gen, k_vb, k_rand = jax.random.split(jax.random.PRNGKey(config.seed), 7)
+    splits = splits_from_config(config, g)
     train_x = np.asarray(splits["train"][0])
     if config.data.online:
+        held_out = np.concatenate([np.asarray(splits["val"][0]), np.asarray(splits["test"][0])])
         batches = lambda start, num, rows: rhm_data.online_batches(
-            k_batches, g, config.train.batch_size, start, num)[:, rows]
+            k_batches, g, config.train.batch_size, start, num, exclude=held_out)[:, rows]
     else:
         batches = lambda start, num, rows: rhm_data.offline_batches(
             k_batches, train_x, config.train.batch_size, start, num)[:, rows]

@@ -1,0 +1,228 @@
+"""Everyday mistakes and accidents: nothing lost that is not rhmdiff's, nothing stale reported,
+every refusal one line naming the field or path (the README's "Faults and bad input" table)."""
+import fcntl
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, execute, load_config, run_task
+from rhmdiff import files, train, workdir as workdir_lib
+
+
+def tiny_rhm(**train):
+    c = load_config("rhm_L3")
+    c.rhm.update(v=4, m=2)
+    c.data.update(train_size=64, val_size=32, test_size=16)
+    c.model.width = 16
+    c.diffusion.T = 20
+    c.train.update(dict(dict(num_steps=40, eval_every=20, steps_per_call=10, batch_size=8), **train))
+    c.eval.update(num_generated=32, batch_size=32)
+    return c
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny rhm run (trained, generated, evaluated)."""
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    code, err = execute(tiny_rhm(), workdir)
+    assert code == 0, err
+    return workdir
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--config=configs/nope.py"], "--config: [Errno 2] No such file"),
+    (["--config=configs/rhm_L3.py:huge"], "preset must be one of"),
+    (["--config=configs/rhm_L3.py", "extra"], "unexpected arguments"),
+    (["--config=configs/rhm_L3.py", "--config.rhm.nope=1"], "nope"),
+])
+def test_command_line_mistakes_are_one_line(tmp_path, args, needle):
+    proc = subprocess.run([sys.executable, "-m", "rhmdiff.main", f"--workdir={tmp_path / 'w'}", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and needle in one_line(proc.stderr)
+    assert not (tmp_path / "w").exists()
+
+
+def test_workdir_that_is_a_file_or_not_writable(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, err = execute(tiny_rhm(), tmp_path / "afile")
+    assert code == 2 and "is a file" in one_line(err) and (tmp_path / "afile").read_text() == "x"
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        code, err = execute(tiny_rhm(), locked / "run")
+        assert code == 2 and "--workdir" in one_line(err)
+
+
+def test_a_directory_rhmdiff_did_not_create_is_never_touched(tmp_path):
+    model = tmp_path / "hf_model"  # e.g. a Hugging Face model: config.json and weights
+    model.mkdir()
+    (model / "config.json").write_text('{"architectures": ["GPT2"]}')
+    (model / "flax_model.msgpack").write_bytes(b"weights")
+    c = tiny_rhm()
+    c.overwrite = True
+    code, err = execute(c, model)
+    assert code == 2 and "did not create" in one_line(err)
+    assert sorted(os.listdir(model)) == ["config.json", "flax_model.msgpack"]
+
+
+def test_overwrite_never_clears_the_current_directory_or_its_ancestors(tmp_path, monkeypatch, finished):
+    src = tmp_path / "checkout"
+    src.mkdir()
+    (src / ".rhmdiff").write_text("{}")  # even if it carries the marker (an earlier --workdir=.)
+    (src / "config.json").write_text(json.dumps(workdir_lib.experiment(tiny_rhm(num_steps=20))))
+    (src / "results.json").write_text("{}")
+    (src / "main.py").write_text("# the user's code")
+    monkeypatch.chdir(src)
+    c = tiny_rhm()
+    c.overwrite = True
+    for where in (".", str(tmp_path)):
+        if where != ".":
+            (tmp_path / ".rhmdiff").write_text("{}")
+            (tmp_path / "config.json").write_text((src / "config.json").read_text())
+        code, err = execute(c, where)
+        assert code == 2 and "current directory or one of its ancestors" in one_line(err)
+    assert (src / "main.py").exists() and (src / "results.json").exists()
+
+
+def test_inputs_are_checked_before_the_workdir_is_claimed(tmp_path, inputs):
+    run = tmp_path / "md4"
+    c = load_config("md4_owt_tiny")
+    c.data.update(path=str(tmp_path / "typo"), tokenizer_path=inputs["tokenizer"])
+    code, err = execute(c, run)
+    assert code == 1 and one_line(err).startswith("rhmdiff: error: data.path:") and not run.exists()
+    # overwrite of an existing run with a missing input: refused before anything is deleted
+    (run).mkdir()
+    (run / ".rhmdiff").write_text("{}")
+    (run / "results.json").write_text("{}")
+    c.overwrite = True
+    code, err = execute(c, run)
+    assert code == 1 and (run / "results.json").exists()
+
+
+def test_a_data_error_after_the_claim_does_not_block_the_corrected_rerun(tmp_path, inputs):
+    """The batch is larger than the corpus's training sequences (found when tokenizing):
+    exit 1; the same workdir then takes the corrected config."""
+    c = load_config("md4_owt_tiny")
+    c.data.update(path=inputs["corpus"], tokenizer_path=inputs["tokenizer"], seq_len=64)
+    c.train.update(batch_size=4096, num_steps=-1)
+    code, err = execute(c, tmp_path / "run")
+    assert code == 1 and "train.batch_size = 4096 exceeds" in one_line(err)
+    assert sorted(os.listdir(tmp_path / "run")) == [".rhmdiff", ".rhmdiff.lock", "cache", "config.json"]
+    c.train.update(batch_size=8, num_steps=2)
+    c.model.update(num_layers=1, num_heads=2, head_dim=8, cond_dim=8, mlp_multiple_of=8)
+    c.eval.update(val_sequences=4, batch_size=4, num_samples=2, sample_steps=2)
+    c.train.update(eval_every=2, keep_tokens=(512.0,))
+    code, err = execute(c, tmp_path / "run")
+    assert code == 0, err
+
+
+def test_unreadable_or_empty_config_json(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".rhmdiff").write_text("{}")
+    (run / "config.json").write_text("")  # power loss during an old, non-atomic write
+    (run / "results.json").write_text("{}")
+    code, err = execute(tiny_rhm(), run)
+    assert code == 2 and "config.json is unreadable" in one_line(err) and (run / "results.json").exists()
+    c = tiny_rhm(num_steps=10, eval_every=10)
+    c.overwrite = True
+    code, err = execute(c, run)
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["train"]["num_steps"] == 10
+
+
+def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = os.open(run / ".rhmdiff.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what a running rhmdiff process holds
+    os.write(fd, b"pid 4242 on elsewhere")
+    try:
+        code, err = execute(tiny_rhm(), run)
+        assert code == 2 and "another rhmdiff run is using it (pid 4242 on elsewhere)" in one_line(err)
+    finally:
+        os.close(fd)
+    assert not (run / "config.json").exists()
+
+
+def test_evaluation_settings_may_change_on_a_finished_run(finished):
+    """More generated sequences: the evaluation is re-run on the trained model; another
+    training setting is refused."""
+    before = json.loads((finished / "results.json").read_text())
+    c = tiny_rhm()
+    c.eval.num_generated = 48
+    code, err = execute(c, finished)
+    assert code == 0, err
+    after = json.loads((finished / "results.json").read_text())
+    assert after["num_generated"] == 48 and after["steps"] == before["steps"] == 40
+    assert after["val_loss"] == before["val_loss"] and np.load(finished / "generated.npy").shape == (48, 8)
+    assert [r["step"] for r in train.read_metrics(finished / "metrics.jsonl")] == [20, 40]
+    c.train.lr = 0.5
+    code, err = execute(c, finished)
+    assert code == 2 and "config.train.lr: 0.1 -> 0.5" in one_line(err)
+
+
+def test_versions_are_recorded_and_a_resume_with_other_code_is_flagged(finished, caplog):
+    stored = json.loads((finished / "config.json").read_text())
+    results = json.loads((finished / "results.json").read_text())
+    for record in (stored["versions"], results["versions"]):
+        assert {"rhmdiff", "jax", "flax", "optax", "orbax-checkpoint", "numpy"} <= set(record)
+    stored["versions"]["jax"] = "0.0.1"
+    (finished / "config.json").write_text(json.dumps(stored))
+    c = tiny_rhm()
+    c.eval.num_generated = 48
+    assert execute(c, finished)[0] == 0
+    assert "jax 0.0.1 -> " in caplog.text and "other code or libraries" in caplog.text
+
+
+def test_torn_metrics_line_and_a_resume(tmp_path):
+    c = tiny_rhm()
+    assert run_task(c, tmp_path / "run", stop_at=20) is None
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 30, "train/obj')  # a kill during the write
+    out = run_task(c, tmp_path / "run")
+    assert out["steps"] == 40
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [20, 40]
+
+
+def test_no_loadable_checkpoint_stops_and_restart_starts_over(tmp_path):
+    c = tiny_rhm()
+    full = run_task(c, tmp_path / "full")
+    assert run_task(c, tmp_path / "run", stop_at=20) is None
+    for path in (tmp_path / "run" / "checkpoints").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    code, err = execute(c, tmp_path / "run")
+    assert code == 1 and "none of the checkpoints" in one_line(err) and "--config.restart=True" in err
+    assert os.listdir(tmp_path / "run" / "unreadable_checkpoints") and not (tmp_path / "run" / "results.json").exists()
+    c.restart = True
+    code, err = execute(c, tmp_path / "run")
+    assert code == 0, err
+    again = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert again["accuracy"] == full["accuracy"] and again["val_loss"] == full["val_loss"]
+
+
+def test_a_run_of_another_task_is_named(tmp_path, finished):
+    c = load_config("text_analysis", "tiny")
+    c.analysis.run_dir = str(finished)
+    code, err = execute(c, tmp_path / "analysis")
+    assert code == 2 and "is a run of task 'rhm', not 'md4'" in one_line(err)
+
+
+def test_results_are_strict_json(tmp_path):
+    files.write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2.5)})
+    reject = lambda name: (_ for _ in ()).throw(ValueError(name))
+    assert json.loads((tmp_path / "r.json").read_text(), parse_constant=reject) == {"a": None, "b": [1.0, None],
+                                                                                   "c": 2.5}
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
