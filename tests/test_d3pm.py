@@ -193,3 +193,32 @@ def test_objectives_against_explicit_transition_matrices(objective):
     assert float(obj) == pytest.approx(expected, rel=1e-4)
     assert float(metrics["vb_nats"]) == pytest.approx(schedule.T * terms.mean() + prior, rel=1e-4)
     assert float(metrics["ce_nats"]) == pytest.approx(ce.mean(), rel=1e-4)
+
+
+def test_exact_oracle_sampler_draws_every_sequence_equally_often():
+    """The exact BP-oracle sampler returns exact RHM samples: chi-square of its counts over
+    the enumerated language (uniform: every sequence has probability 1/|language|)."""
+    from conftest import enumerate_language
+    g = rhm.make_grammar(jax.random.PRNGKey(2), 3, 2, 2, 2)
+    lang = [e[0] for e in enumerate_language(g)]
+    schedule = d3pm.linear_schedule(30, 0.05, 0.7)
+    assert float(schedule.alpha_bars[-1]) < 1e-5  # x_T uniform, as the sampler starts
+    n = 60 * len(lang)
+    x = np.asarray(d3pm.oracle_sample(jax.random.PRNGKey(3), g, schedule, n))
+    index = {w: i for i, w in enumerate(lang)}
+    counts = np.bincount([index[tuple(row)] for row in x], minlength=len(lang))  # KeyError: not in the language
+    assert stats.chisquare(counts).pvalue > 1e-4
+
+
+def test_reverse_step_draws_from_the_posterior_mixture():
+    """One ancestral step from x_t with a fixed x_0 prediction p: x_{t-1} ~ sum_a p(a)
+    q(x_{t-1} | x_t, x_0 = a), the mixture built here from explicit matrices (chi-square)."""
+    v, schedule = 3, d3pm.linear_schedule(10, 0.05, 0.3)
+    qs, qbars = explicit_matrices(schedule, v)
+    p = np.array([0.5, 0.3, 0.2])
+    t, xt, n = 6, 1, 40000
+    keys = d3pm.sequence_keys(jax.random.PRNGKey(5), n)
+    fn = lambda k, x, tt: jnp.broadcast_to(jnp.asarray(p, jnp.float32), x.shape + (v,))
+    out = np.asarray(d3pm.reverse_step(fn, keys, schedule, jnp.full((n, 1), xt, jnp.int32), t, v))[:, 0]
+    mix = sum(p[a] * qs[t][:, xt] * qbars[t - 1][a, :] / qbars[t][a, xt] for a in range(v))
+    assert stats.chisquare(np.bincount(out, minlength=v), mix * n).pvalue > 1e-4

@@ -99,3 +99,29 @@ def test_hybrid_loss_terms_and_variance_only_vb_gradient():
     mse_only = jax.grad(lambda p: loss(p)[1]["mse"])(params)
     assert float(grads["a"]) == pytest.approx(float(mse_only["a"]), rel=1e-5)
     assert abs(float(grads["b"])) > 0
+
+
+def test_learned_variance_ends_are_beta_and_beta_tilde():
+    """v = +1 gives the forward variance beta_t, v = -1 the posterior variance
+    beta~_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) (explicit formula); the VB term
+    at t > 0 is the Gaussian KL of the true posterior from the model's step, in bits/dim."""
+    s = gaussian.cosine_schedule(30)
+    betas = np.asarray(s.betas, np.float64)
+    ab = np.cumprod(1 - betas)
+    t = jnp.array([3, 10, 25])
+    beta_tilde = betas * (1 - np.append(1, ab[:-1])) / (1 - ab)
+    x_t, eps = jnp.zeros((3, 2)), jnp.zeros((3, 2))
+    for v, expected in ((1.0, betas), (-1.0, beta_tilde)):
+        _, log_var = gaussian.p_mean_variance(s, x_t, t, eps, jnp.full_like(x_t, v))
+        np.testing.assert_allclose(np.exp(np.asarray(log_var[:, 0])), expected[np.asarray(t)], rtol=1e-4)
+    x0 = jnp.array([[0.5, -0.2], [0.1, 0.9], [-0.7, 0.3]])
+    x_t = jnp.array([[0.3, 0.1], [-0.4, 0.2], [0.6, -0.5]])
+    mean, log_var = jnp.array([[0.2, 0.0], [0.1, 0.1], [0.0, 0.2]]), jnp.log(jnp.full((3, 2), 0.05))
+    coef0 = betas * np.sqrt(np.append(1, ab[:-1])) / (1 - ab)
+    coeft = (1 - np.append(1, ab[:-1])) * np.sqrt(1 - betas) / (1 - ab)
+    true_var = beta_tilde
+    idx = np.asarray(t)
+    mu = coef0[idx, None] * np.asarray(x0) + coeft[idx, None] * np.asarray(x_t)
+    kl = 0.5 * (np.log(0.05 / true_var[idx, None]) + true_var[idx, None] / 0.05 + (mu - np.asarray(mean)) ** 2 / 0.05 - 1)
+    got = gaussian.vb_term(s, x0, x_t, t, mean, log_var)
+    np.testing.assert_allclose(np.asarray(got), kl.mean(1) / np.log(2), rtol=1e-4)

@@ -56,6 +56,32 @@ def test_rhm_task_trains_generates_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((workdir / "results.json").read_text())["accuracy"] == results["accuracy"]
     assert (workdir / "metrics.jsonl").read_text().count("\n") == 2
+    recompute_generation_metrics(results, np.load(workdir / "generated.npy"))
+
+
+def recompute_generation_metrics(results, generated):
+    """results.json's generation metrics recomputed from generated.npy and the run's training
+    split, with the brute-force validity of tests/conftest.py and Python set membership."""
+    import ml_collections
+
+    from conftest import brute_valid
+    from rhmdiff.tasks import rhm as rhm_task
+    from test_rhm import _brute_positions_valid
+    config = ml_collections.ConfigDict(results["config"])
+    g = rhm_task.grammar_from_config(config)
+    train = {tuple(r) for r in np.asarray(rhm_task.splits_from_config(config, g)["train"][0])}
+    copies = np.array([tuple(r) in train for r in generated])
+    valid = np.array([brute_valid(g, r) for r in generated])
+    levels = [_brute_positions_valid(g, r) for r in generated]
+    per_sequence = np.array([[all(lv[l]) for l in range(g.L)] for lv in levels])
+    per_position = np.array([[np.mean(lv[l]) for l in range(g.L)] for lv in levels])
+    assert results["memorized_fraction"] == pytest.approx(copies.mean())
+    assert results["valid_fraction"] == pytest.approx(valid.mean())
+    assert results["novel_valid_fraction"] == pytest.approx((valid & ~copies).mean())
+    np.testing.assert_allclose(results["accuracy"], per_sequence.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(results["tuple_accuracy"], per_position.mean(0), rtol=1e-6)
+    if (~copies).any():
+        np.testing.assert_allclose(results["novel_accuracy"], per_sequence[~copies].mean(0), rtol=1e-6)
 
 
 def test_online_config_trains_on_fresh_samples(tmp_path):
@@ -203,6 +229,15 @@ def test_sweep_task_trains_each_point_once(tmp_path):
     assert [r["P"] for r in runs] == [16, 64] and (sens_dir / "sensitivity.png").exists()
     assert set(runs[0]["sensitivity"]) == {f"{side}_{k}" for side in ("encoder", "decoder") for k in (1, 2, 3)}
     assert all(len(s_l) == 3 and min(s_l) >= 0 for r in runs for s_l in r["sensitivity"].values())
+    score = tmp_path / "score_error"  # the denoisers against the Bayes-optimal one
+    errs = run_main(score, f"--config.score_error.sources=('{workdir}/*',)", "--config.score_error.num_data=32",
+                    "--config.score_error.num_t=3", config="configs/score_error.py")
+    assert errs.returncode == 0, errs.stderr[-2000:]
+    res = json.loads((score / "score_error.json").read_text())
+    assert [r["P"] for r in res["runs"]] == [16, 64] and res["runs"][0]["t"] == [1, 4, 20]
+    assert all(len(e["mean"]) == 3 for r in res["runs"] for e in r["level_kl"])
+    assert max(abs(m) for e in res["oracle"]["token_kl"] for m in [e["mean"]]) < 1e-4
+    assert (score / "score_error.png").stat().st_size > 0
     none = run_main(tmp_path / "none", f"--config.sensitivity.sources=('{tmp_path}/nothing*',)",
                     config="configs/sensitivity.py")
     assert none.returncode != 0 and "sensitivity.sources" in none.stderr.splitlines()[-1]
@@ -230,3 +265,68 @@ def test_correlations_task_reads_generated_samples(tmp_path):
     assert [r["name"] for r in rows] == ["RHM data", "run_a"] and len(rows[0]["correlation"]) == 8
     assert results["theory"][0] is None and len(results["theory"]) == 8
     assert (workdir / "correlations.png").exists()
+
+
+def config_presets():
+    """(file name, preset) of every preset of every file in configs/ (the names passed to
+    ``check_preset`` or the ``cpu_L3`` style branches; the default preset otherwise)."""
+    import re
+    out = []
+    for name in sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py")):
+        text = open(os.path.join(ROOT, "configs", f"{name}.py")).read()
+        found = re.findall(r"check_preset\(preset, \(([^)]*)\)\)", text)
+        presets = [p.strip().strip("'\"") for p in found[0].split(",") if p.strip()] if found else []
+        presets += [p for p in re.findall(r'preset == "(\w+)"', text) if p not in presets]
+        out += [(name, p) for p in presets] or [(name, None)]
+    return out
+
+
+@pytest.mark.parametrize("name, preset", config_presets(), ids=lambda x: str(x))
+def test_every_config_preset_passes_check(tmp_path, inputs, name, preset):
+    """Every preset of every config file loads and validates (``--check``), its input paths
+    pointed at small stand-ins, and writes nothing."""
+    from conftest import execute, load_config, with_inputs
+    config = with_inputs(load_config(name, *([preset] if preset else [])), inputs)
+    code, err = execute(config, tmp_path / "w", check=True)
+    assert code == 0, err
+    assert not (tmp_path / "w").exists()
+
+
+def test_module_imports_flow_one_way():
+    """No import cycles among rhmdiff's modules (module-level imports); the model of the data
+    (rhm, bp, theory) imports no models or training, and analysis/ never imports tasks/."""
+    import ast
+    pkg = os.path.join(ROOT, "rhmdiff")
+    graph = {}
+    for folder, _, names in os.walk(pkg):
+        for f in names:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(folder, f)
+            mod = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+            deps = set()
+            for node in ast.parse(open(path).read()).body:
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rhmdiff"):
+                    deps |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+                elif isinstance(node, ast.Import):
+                    deps |= {a.name for a in node.names if a.name.startswith("rhmdiff")}
+            graph[mod] = deps
+    graph = {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+    state = {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in graph[m]:
+            assert state.get(d) != "open", f"import cycle: {' -> '.join(stack + [m, d])}"
+            if d not in state:
+                visit(d, stack + [m])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+    for m, deps in graph.items():
+        if m.startswith("rhmdiff.analysis"):
+            assert not any(d.startswith("rhmdiff.tasks") for d in deps), m
+        if m in ("rhmdiff.rhm", "rhmdiff.bp", "rhmdiff.theory"):
+            assert not any(d.startswith(("rhmdiff.models", "rhmdiff.train", "rhmdiff.tasks")) for d in deps), m

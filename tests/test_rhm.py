@@ -273,3 +273,20 @@ def test_reset_synonyms_draws_the_other_productions_uniformly():
     index = {o: i for i, o in enumerate(outcomes)}
     counts = np.bincount([index[tuple(row)] for row in r], minlength=len(outcomes))  # KeyError: an outcome not allowed
     assert stats.chisquare(counts).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("huge", [False, True], ids=["exact-index", "dedup"])
+def test_sample_distinct_comes_in_random_order(huge):
+    """Both code paths (the index bijection, and i.i.d. draws with duplicates dropped for
+    languages beyond 2^62 sequences) return the sequences in exchangeable order: the root
+    and the first token are independent of the position in the draw (chi-square of the
+    contingency table of quarter x value)."""
+    g = rhm.make_grammar(jax.random.PRNGKey(11), 8, 4, 2, 6 if huge else 3)
+    assert (rhm.num_sequences(g) > rhm.MAX_EXACT_INDEX) == huge
+    n = 4000
+    x, y = rhm.sample_distinct(jax.random.PRNGKey(12), g, n)
+    quarter = np.arange(n) // (n // 4)
+    for values in (np.asarray(y), np.asarray(x)[:, 0], np.asarray(x)[:, -1]):
+        table = np.zeros((4, g.v))
+        np.add.at(table, (quarter, values), 1)
+        assert stats.chi2_contingency(table).pvalue > 1e-4

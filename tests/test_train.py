@@ -80,21 +80,77 @@ def test_early_stopping_keeps_the_best_parameters(tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(leaves(out["params"]), leaves(seen[-1])))
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
-    """Interrupted at a checkpoint (step 20) and between checkpoints (step 25), then rerun:
-    the final parameters and the metrics file equal those of one uninterrupted run."""
+def recording(batches):
+    """``batches`` that records the first step of every request (where training resumed)."""
+    asked = []
+
+    def wrapped(start, num, rows):
+        asked.append(start)
+        return batches(start, num, rows)
+
+    return wrapped, asked
+
+
+def test_resume_continues_where_it_stopped_and_equals_the_uninterrupted_run(tmp_path):
+    """Interrupted after an evaluation (step 20) and between checkpoints (step 25): the
+    reruns ask for the data of step 20 first (not step 0), keep the metric lines written
+    before, and end with the parameters and metrics of one uninterrupted run."""
     c = tiny_config()
     kwargs = rhm_task.setup(c)["fit_kwargs"]
     full = train.fit(c, str(tmp_path / "full"), **kwargs)
     assert train.fit(c, str(tmp_path / "cut"), stop_at=20, **kwargs)["done"] is False
-    assert train.fit(c, str(tmp_path / "cut"), stop_at=25, **kwargs)["steps"] == 25
-    resumed = train.fit(c, str(tmp_path / "cut"), **kwargs)
+    before = (tmp_path / "cut" / "metrics.jsonl").read_text()
+    batches, asked = recording(kwargs["batches"])
+    assert train.fit(c, str(tmp_path / "cut"), stop_at=25, **dict(kwargs, batches=batches))["steps"] == 25
+    assert asked[0] == 20 and (tmp_path / "cut" / "metrics.jsonl").read_text() == before
+    batches, asked = recording(kwargs["batches"])
+    resumed = train.fit(c, str(tmp_path / "cut"), **dict(kwargs, batches=batches))
+    assert asked[0] == 20  # the step-25 interruption saved nothing: back to the checkpoint of step 20
     assert resumed["steps"] == full["steps"] == 40
     for a, b in zip(leaves(full["params"]), leaves(resumed["params"])):
         np.testing.assert_array_equal(a, b)
     assert trajectory(tmp_path / "cut") == trajectory(tmp_path / "full")
-    again = train.fit(c, str(tmp_path / "cut"), **kwargs)  # finished: nothing left to train
-    assert again["steps"] == 40 and again["best_step"] == full["best_step"]
+    batches, asked = recording(kwargs["batches"])
+    again = train.fit(c, str(tmp_path / "cut"), **dict(kwargs, batches=batches))  # finished: nothing left
+    assert again["steps"] == 40 and again["best_step"] == full["best_step"] and asked == []
+
+
+def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
+    """The trainer (4 devices, steps in lax.scan chunks of 3, a checkpoint and a restart in
+    the middle) against a loop written here: no pmap, no scan, no checkpoints -- optax SGD
+    with momentum at lr x width on the whole batch of each step, each example's key
+    fold_in(fold_in(fold_in(seed, 1), step), example). The objective of every step (logged
+    every step) and the final parameters agree."""
+    import optax
+    c = tiny_config(num_steps=12, eval_every=6, steps_per_call=3, log_every=1, batch_size=8, lr=0.2)
+    s = rhm_task.setup(c)
+    kwargs = s["fit_kwargs"]
+    assert train.fit(c, str(tmp_path), stop_at=6, **kwargs)["done"] is False  # an interruption after step 6
+    out = train.fit(c, str(tmp_path), **kwargs)
+    logged = {r["step"]: r["train/objective"] for r in train.read_metrics(tmp_path / "metrics.jsonl")
+              if "train/objective" in r}
+
+    params = kwargs["init_params"]()
+    tx = optax.sgd(0.2 * c.model.width, momentum=0.9)
+    opt_state = tx.init(params)
+    key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 1)
+    for step in range(12):
+        x = kwargs["batches"](step, 1, slice(None))[0]
+        keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(key, step), i) for i in range(len(x))])
+        (objective, _), grads = jax.value_and_grad(kwargs["loss_fn"], has_aux=True)(params, x, keys)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        assert logged[step + 1] == pytest.approx(float(objective), rel=1e-4), step
+    last = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
+    if out["best_step"] == 12:
+        for a, b in zip(leaves(out["params"]), leaves(last)):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    import orbax.checkpoint as ocp
+    ckpt = train.Checkpoints(tmp_path)
+    final = ckpt.latest.restore(12, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state["params"]
+    ckpt.close()
+    for a, b in zip(leaves(final), leaves(last)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 3e-3)])
@@ -208,3 +264,31 @@ def test_learning_rate_schedules_and_adamw_clipping(tmp_path):
     np.testing.assert_allclose(updates["w"], -0.1 * 0.5)
     seen, _ = _quadratic_run(tmp_path, optimizer="adamw", lr=0.05, lr_schedule="cosine", warmup_steps=2)
     assert 0 < seen[0] < seen[1]
+
+
+def test_validation_bound_has_stratified_steps_and_fixed_noise():
+    """The validation bound: sequence i at the step 1 + floor(T (2i + 1) / 2N) of a fixed
+    shuffle (every part of [1, T] equally represented), its noise from a fixed key: the same
+    value at every evaluation, equal to the per-sequence estimate T L_t + prior KL computed
+    here in a plain loop (no devices, no batches)."""
+    from rhmdiff.diffusion import d3pm
+    c = tiny_config()
+    c.data.val_size = 30
+    s = rhm_task.setup(c)
+    params = s["fit_kwargs"]["init_params"]()
+    validate = s["fit_kwargs"]["validate"]
+    first, second = validate(params), validate(params)
+    assert first == second
+    schedule, val_x, n = s["schedule"], np.asarray(s["splits"]["val"][0]), 30
+    k_val = jax.random.split(jax.random.PRNGKey(c.seed), 7)[3]
+    k_perm, k_noise = jax.random.split(k_val)
+    steps = np.asarray(jax.random.permutation(k_perm, 1 + (schedule.T * (2 * np.arange(n) + 1)) // (2 * n)))
+    assert sorted(steps.tolist()) == sorted((1 + (20 * (2 * np.arange(30) + 1)) // 60).tolist())
+    total = 0.0
+    for i in range(n):
+        key = jax.random.fold_in(jax.random.fold_in(k_noise, 0), i)
+        x0, t = jnp.asarray(val_x[i:i + 1]), jnp.asarray(steps[i:i + 1])
+        x_t = d3pm.q_sample(key, schedule, x0[0], t[0], 4)[None]
+        terms = d3pm.vb_terms(schedule, x0, x_t, t, s["model"].apply(params, x_t, t), 4)
+        total += float(schedule.T * terms.mean() + d3pm.prior_kl(schedule, x0, 4).mean())
+    assert first["val_loss"] == pytest.approx(total / n / np.log(2), rel=1e-5)
