@@ -8,10 +8,11 @@ device, median over ``--repeats`` after a warm-up: milliseconds per step, traini
 second and the parameter count. In the same run: one forward pass (the step's cost in
 forward passes; ~3 is the theory), the step's FLOPs (6 x non-embedding parameters x tokens
 + attention + the read-out, from the shapes) and the GFLOP/s of a plain 2048^3 float32 matmul
-(the machine's practical peak). ``speedup_vs_md4`` compares with MD4's own train step on this
-2-core CPU class (FINDINGS.md: ~13.6 s = 75 tokens/s at batch 1 x 1024). ``--dtype``
-float32 (CPU default) or bfloat16 (accelerators). ``--steps_per_call`` > 1 times the steps
-inside the trainer's ``lax.scan`` chunk (reported per step).
+(the machine's practical peak). Raw times only: MD4's own train step cannot run in this
+process (it needs TensorFlow/Orbax versions of its own), so a ratio against it would divide
+by a number from another machine or day; time both side by side on one machine instead.
+``--dtype`` float32 (CPU default) or bfloat16 (accelerators). ``--steps_per_call`` > 1
+times the steps inside the trainer's ``lax.scan`` chunk (reported per step).
 """
 import argparse
 import json
@@ -25,8 +26,6 @@ from rhmdiff import train
 from rhmdiff.config_base import sibling_config
 from rhmdiff.tasks import md4 as md4_task
 from rhmdiff.models.transformer import glu_hidden, num_params
-
-MD4_TOKENS_PER_S = {(12, 1, 1024): 75.0}
 
 
 def step_flops(c, vocab: int, tokens: int, seq_len: int) -> float:
@@ -81,14 +80,13 @@ def main():
     peak = 2 * 2048**3 / median_seconds(lambda: mm(a), args.repeats) / 1e9
     tokens = args.batch * args.seq_len
     flops = step_flops(c, args.vocab, tokens, args.seq_len)
-    reference = MD4_TOKENS_PER_S.get((args.layers, args.batch, args.seq_len))
     out = {
         "device": str(jax.devices()[0].device_kind), "layers": args.layers, "batch": args.batch,
         "seq_len": args.seq_len, "dtype": args.dtype, "steps_per_call": k, "num_params": num_params(params),
         "ms_per_step": 1e3 * step_s, "tokens_per_s": tokens / step_s, "forward_ms": 1e3 * forward_s,
-        "step_in_forward_passes": step_s / forward_s, "gflops_per_s": flops / step_s / 1e9,
+        "step_in_forward_passes": step_s / forward_s, "gflop_per_step": flops / 1e9,
+        "gflops_per_s": flops / step_s / 1e9,
         "matmul_peak_gflops_per_s": peak, "fraction_of_peak": flops / step_s / 1e9 / peak,
-        "speedup_vs_md4": (tokens / step_s) / reference if reference else None,
     }
     print(json.dumps(out, indent=2))
 

@@ -1,16 +1,20 @@
 """Speed of one U-Net D3PM training step, printed as JSON.
 
-    python benchmarks/bench_unet.py [--widths 256 1024 4096] [--steps 100] [--repeats 5]
+    python benchmarks/bench_unet.py [--variant rhmdiff|reference] [--widths 256 1024 4096] [--steps 100]
 
 For each width C: milliseconds per training step at batch 32, (v, m, s, L) = (8, 3, 2, 3),
 T = 1000 -- the trainer's own pmapped step (forward, backward, pmean, optimizer update),
 run ``--steps`` at a time inside one ``lax.scan`` as in training, median over ``--repeats``
-after a warm-up. Next to it: the step's FLOPs counted from the layer shapes (matmuls only,
-forward x 3 for forward + backward), the achieved GFLOP/s, and the GFLOP/s of a plain jitted
-C x C by C x C float32 matmul measured in the same run (the machine's practical peak).
-``speedup_vs_authors`` compares with the authors' PyTorch U-Net on this 2-core machine class
-(FINDINGS.md: ~16 ms at width 256, ~218 ms at width 1024; their step uses Adam,
-concatenated skips and LayerNorm: ``adam_ms_per_step`` is our step with Adam).
+after a warm-up -- with SGD + momentum (``ms_per_step``) and with Adam (``adam_ms_per_step``).
+Next to it: the step's FLOPs counted from the layer shapes (matmuls only, forward x 3 for
+forward + backward), the achieved GFLOP/s, the GFLOP/s of a plain jitted C x C by C x C
+float32 matmul measured in the same run (the machine's practical peak) and their ratio
+``fraction_of_matmul_peak``. ``--variant reference`` is the authors' architecture
+(concatenated skips, LayerNorm; ``rhmdiff.models.unet.ReferenceUNet``); for it,
+``authors_ms_per_step`` is the authors' PyTorch step (Adam, same architecture, batch 32, width
+256: ~16 ms, width 1024: ~218 ms), timed by an earlier rhmdiff session on a 2-core CPU machine
+of the class CI runs on -- a constant from another process and day, not a measurement of this
+run, so ``speedup_vs_authors`` is indicative only.
 """
 import argparse
 import json
@@ -22,20 +26,23 @@ import numpy as np
 
 from rhmdiff import train
 from rhmdiff.config_base import sibling_config
+from rhmdiff.models import unet
 from rhmdiff.tasks import rhm as rhm_task
 
-AUTHORS_MS = {256: 16.0, 1024: 218.0}
+AUTHORS_MS = {256: 16.0, 1024: 218.0}  # the authors' PyTorch step with Adam (module docstring)
 
 
-def unet_forward_flops(v: int, s: int, L: int, C: int, time_dim: int = 32) -> int:
+def unet_forward_flops(v: int, s: int, L: int, C: int, variant: str = "rhmdiff", time_dim: int = 32) -> int:
     """Multiply-add FLOPs (x2) of one U-Net forward pass on one sequence of d = s**L tokens."""
     d = s**L
-    flops = 2 * d * v * C + 2 * d * C * v  # embedding, unembedding
+    skip = 2 if variant == "reference" else 1  # the reference decoders and read-out see [h, skip]
+    flops = 2 * d * v * C + 2 * d * skip * C * v  # embedding, read-out
     for k in range(1, L + 1):
         positions = d // s**k
         flops += 2 * positions * (s * C) * C  # encoder k: [n/s, sC] @ [sC, C]
-        flops += 2 * positions * C * (s * C)  # decoder k: [n, C] @ [C, sC]
-        flops += 2 * 2 * time_dim * C  # time projections of encoder k and decoder k
+        flops += 2 * positions * skip * C * (s * C)  # decoder k: [n, (2)C] @ [(2)C, sC]
+        if variant == "rhmdiff":
+            flops += 2 * 2 * time_dim * C  # time projections of encoder k and decoder k
     return flops
 
 
@@ -49,9 +56,9 @@ def median_seconds(fn, repeats):
     return float(np.median(runs))
 
 
-def step_ms(width: int, optimizer: str, steps: int, repeats: int) -> float:
+def step_ms(variant: str, width: int, optimizer: str, steps: int, repeats: int) -> float:
     c = sibling_config(__file__.replace("benchmarks", "configs"), "rhm_L3").get_config()
-    c.model.width = width
+    c.model.update(variant=variant, width=width)
     c.train.update(optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 1e-4)
     setup = rhm_task.setup(c)
     kw = setup["fit_kwargs"]
@@ -80,6 +87,7 @@ def matmul_gflops(n: int, repeats: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=unet.VARIANTS, default="rhmdiff")
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
@@ -88,13 +96,13 @@ def main():
     rows = []
     for C in args.widths:
         steps = max(2, args.steps * 256 // C)
-        flops = 3 * batch * unet_forward_flops(v, s, L, C)
-        ms = step_ms(C, "sgd", steps, args.repeats)
-        row = {"width": C, "batch": batch, "ms_per_step": ms, "gflop_per_step": flops / 1e9,
+        flops = 3 * batch * unet_forward_flops(v, s, L, C, args.variant)
+        ms = step_ms(args.variant, C, "sgd", steps, args.repeats)
+        row = {"variant": args.variant, "width": C, "batch": batch, "ms_per_step": ms, "gflop_per_step": flops / 1e9,
                "gflops": flops / ms / 1e6, "matmul_gflops": matmul_gflops(C, args.repeats),
-               "adam_ms_per_step": step_ms(C, "adam", steps, args.repeats)}
+               "adam_ms_per_step": step_ms(args.variant, C, "adam", steps, args.repeats)}
         row["fraction_of_matmul_peak"] = row["gflops"] / row["matmul_gflops"]
-        if C in AUTHORS_MS:
+        if args.variant == "reference" and C in AUTHORS_MS:
             row["authors_ms_per_step"] = AUTHORS_MS[C]
             row["speedup_vs_authors"] = AUTHORS_MS[C] / row["adam_ms_per_step"]
         rows.append(row)

@@ -1,0 +1,41 @@
+"""The benchmark scripts run (at tiny sizes) and print what their docstrings promise. Their
+numbers are measurements, not test targets: only the keys and the sanity of values are checked."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_script(name: str, *args: str) -> list[dict]:
+    """Run benchmarks/NAME with ARGS; the JSON objects it printed (one per line, or one indented)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "benchmarks"))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.strip()
+    try:
+        return [json.loads(out)]
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_gpu_check_times_the_three_models_at_tiny_size():
+    rows = run_script("gpu_check.py", "--size", "tiny", "--steps", "1")
+    header, results = rows[0], rows[-1]["results"]
+    assert header["backend"] == "cpu" and header["size"] == "tiny"
+    assert [r["model"].split()[0] for r in results] == ["rhm_L3:paper", "md4_owt", "ddpm_imagenet64"]
+    for r in results:
+        assert r["ms_per_step"] > 0 and r["gflop_per_step"] > 0 and 0 < r["mfu"] < 1.5, r
+        assert r["parameters"] > 1000 and r["loss"] == r["loss"], r  # not NaN
+
+
+def test_bench_memory_reports_the_peak_of_a_few_steps():
+    (row,) = run_script("bench_memory.py", "--config", "configs/rhm_L3.py:paper", "--width", "64", "--steps", "2")
+    assert row["variant"] == "reference" and row["width"] == 64
+    # the reference U-Net's parameter count at v = 32, s = 2, L = 3 (models/unet.py docstring)
+    C, v, s, L = 64, 32, 2, 3
+    assert row["parameters"] == v * C + L * (s * C * C + 2 * C) + L * (2 * s * C * C + 2 * C) + 2 * C * v
+    assert row["needed_gb"] == round(4 * row["parameters"] * 3 / 1e9, 2)  # parameters, gradients, momentum
+    assert 0 < row["peak_rss_gb_before"] <= row["peak_rss_gb"] and row["ms_per_step"] > 0
