@@ -195,6 +195,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
     code, _, err = finish(proc)
     if sig == signal.SIGTERM:
         assert code == 128 + signal.SIGTERM and "rerun the same command to resume" in err, err[-2000:]
+        step = int(re.search(r"preempted at step (\d+)", err).group(1))
+        ckpt = train.Checkpoints(workdir)
+        assert max(ckpt.latest.all_steps()) == step  # saved where it stopped, with the partial metric sums
+        ckpt.close()
     else:
         assert code == -signal.SIGKILL
     assert not (workdir / "results.json").exists()

@@ -90,7 +90,7 @@ def test_online_config_trains_on_fresh_samples(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((workdir / "results.json").read_text())
     assert results["online"] and results["train_size"] is None and results["memorized_fraction"] == 0.0
-    assert results["steps"] == 40 and len(results["accuracy"]) == 3
+    assert results["steps"] == 40 and len(results["accuracy"]) == results["config"]["rhm"]["L"] == 4
 
 
 BAD_CONFIGS = [
