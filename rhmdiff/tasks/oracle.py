@@ -15,23 +15,18 @@ import jax
 import numpy as np
 from absl import logging
 
-from rhmdiff import config_check as check
 from rhmdiff import evaluate, rhm
 from rhmdiff import workdir as workdir_lib
 from rhmdiff.data.rhm_data import make_splits
 from rhmdiff.diffusion import d3pm
 from rhmdiff.files import write_json
-from rhmdiff.tasks.rhm import grammar_from_config, schedule_from_config
+from rhmdiff.tasks.rhm import grammar_from_config, schedule_from_config, validate_generation
 
 MUTABLE = ("eval.num_generated", "eval.batch_size")
 
 
 def validate(config) -> None:
-    check.seed(config)
-    check.grammar(config)
-    check.d3pm_diffusion(config)
-    check.integer(config, "eval.num_generated", 1)
-    check.integer(config, "eval.batch_size", 1)
+    validate_generation(config)
 
 
 def run(config, workdir) -> dict:

@@ -69,12 +69,17 @@ def validate_training(config) -> None:
                                 f"(offline training), got {batch_size}")
 
 
-def validate(config) -> None:
+def validate_generation(config) -> None:
+    """The fields that the ``rhm`` and ``oracle`` tasks share: grammar, diffusion, generation."""
     check.seed(config)
     check.grammar(config)
     check.d3pm_diffusion(config)
     check.integer(config, "eval.num_generated", 1)
     check.integer(config, "eval.batch_size", 1)
+
+
+def validate(config) -> None:
+    validate_generation(config)
     validate_training(config)
 
 
