@@ -11,15 +11,50 @@ import chex  # noqa: E402
 
 chex.set_n_cpu_devices(4)  # before any JAX computation: lets tests pmap over 4 CPU devices
 
+import atexit  # noqa: E402
+import gc  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-# No persistent compilation cache here: CI died once with a segmentation fault while the suite
-# used one (cause not isolated; XLA:CPU executables loaded back from the cache are a reported
-# source of crashes), and one crash takes the whole suite down.
+# Trainer tests compile the same step functions several times (one fit per run): a
+# session-local persistent cache turns the repeats into cache hits.
+_CACHE = tempfile.mkdtemp(prefix="rhmdiff-jax-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+# ... shared with the command-line runs the tests start (JAX reads its flags from the environment).
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+
 from rhmdiff import rhm  # noqa: E402
 from rhmdiff.config_base import sibling_config  # noqa: E402
+
+
+def _memory_maps() -> int:
+    """The number of memory regions this process maps (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    """XLA:CPU maps a few memory regions for every compiled program, and JAX keeps the programs
+    of every jitted function alive. Over the whole suite in one process the count approaches
+    Linux's limit of 65,530 regions (vm.max_map_count), where a compilation dies with a
+    segmentation fault (seen in CI and here, in test_train.py, late in the suite; the test
+    alone passes). Past half the limit, drop JAX's caches so the programs are unmapped."""
+    yield
+    if _memory_maps() > 30_000:
+        jax.clear_caches()
+        gc.collect()
+
 
 TINY = [(3, 2, 2, 2), (4, 2, 3, 2), (2, 2, 2, 3)]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
