@@ -20,6 +20,8 @@ import numpy as np
 from etils import epath
 
 REMOTE_PREFIXES = ("gs://", "s3://", "az://", "hf://")
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: the process's umask, for files written through a temporary name
 
 
 def as_path(path) -> epath.Path:
@@ -47,6 +49,7 @@ def atomic_write(path, mode: str = "w"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's files are private (0600); results are not
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -226,3 +226,6 @@ def test_results_are_strict_json(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text(), parse_constant=reject) == {"a": None, "b": [1.0, None],
                                                                                    "c": 2.5}
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(tmp_path / "r.json").st_mode & 0o777 == 0o666 & ~umask  # like open(), not mkstemp's 0600
