@@ -7,7 +7,7 @@ For each (v, m, s, L): samples/s of ``rhm.sample``, ``rhm.sample_distinct`` and
 noisy sequences (uniform D3PM evidence at alpha_bar = 0.5). Times are medians over
 ``--repeats`` runs after one warm-up call; the warm-up (jit compile) time is reported
 separately. ``ratio_*`` entries compare with the authors' public PyTorch/numpy code on
-this 2-core machine class (numbers from issue 3 / FINDINGS.md; targets: >= 1 everywhere,
+this 2-core machine class (timed by an earlier rhmdiff session; targets: >= 1 everywhere,
 >= 2 for sample_distinct, >= 5 for BP at (32, 8, 2, 4)).
 """
 import argparse

@@ -8,7 +8,7 @@ Adam lr 1e-4 (b1 = their momentum 0.9, b2 0.999, not scaled by the width), their
 (``variant="reference"``) at width 1024, T = 200 with betas 0.001 -> 0.1, their loss
 (``objective="vb"``). Differences: their grammar comes from Python's ``random`` with
 ``seed_rules=42`` (rhmdiff draws its own with ``rhm.seed``), they train 10,000 epochs
-(160,000 steps) without a validation set -- here 20,000 steps on 2 CPU cores (~25 minutes),
+(160,000 steps) without a validation set -- here 20,000 steps (~2 hours on 2 CPU cores),
 with 1024 validation sequences to pick the best parameters (patience off).
 """
 from rhmdiff.config_base import sibling_config

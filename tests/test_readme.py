@@ -1,0 +1,84 @@
+"""Every command in the README's ``bash`` blocks runs as written: the data commands run, each
+``rhmdiff.main`` command passes ``--check`` (after the data commands, in a fresh directory
+that holds only ``configs/`` and ``launch/``), each launcher prints its commands with
+``--dry_run``, every other ``python -m`` module and every benchmark script answers ``--help``
+and every pip extra
+exists. Also: every config file the README names exists, and so does every figure."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+README = os.path.join(ROOT, "README.md")
+
+
+def readme_commands() -> list[list[str]]:
+    """The commands of the README's bash blocks (continued lines joined, split at ``&&``)."""
+    with open(README) as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+    commands = []
+    for line in (line for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()):
+        words = shlex.split(line)
+        while "&&" in words:
+            commands.append(words[:words.index("&&")])
+            words = words[words.index("&&") + 1:]
+        commands.append(words)
+    return commands
+
+
+def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
+    commands = readme_commands()
+    assert len(commands) >= 10
+    for folder in ("configs", "launch"):
+        (tmp_path / folder).symlink_to(os.path.join(ROOT, folder))
+    monkeypatch.chdir(tmp_path)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        setup = f.read()
+    checked, workdirs = set(), set()
+    for argv in commands:
+        if argv[:2] == ["pip", "install"]:
+            for extra in re.findall(r"\[(\w+)\]", " ".join(argv)):
+                assert f'"{extra}"' in setup, f"README installs the unknown extra [{extra}]"
+        elif argv[:3] in (["python", "-m", "rhmdiff.main"], ["python", "-m", "rhmdiff.data.demo_text"],
+                          ["python", "-m", "rhmdiff.data.images"]):
+            check = ["--check"] if argv[2] == "rhmdiff.main" else []
+            proc = subprocess.run([sys.executable, *argv[1:], *check], env=env, capture_output=True, text=True)
+            needs = re.match(r"rhmdiff: error: config.analysis.run_dir: (\S+) holds no config.json", proc.stderr)
+            if needs and needs.group(1) in workdirs:  # reads the run of an earlier command, not made here
+                continue
+            assert proc.returncode == 0, f"{shlex.join(argv)}: {proc.stderr[-2000:]}"
+            workdirs.update(a.split("=", 1)[1] for a in argv if a.startswith("--workdir="))
+        elif argv[0].startswith("launch/"):
+            assert "--dry_run" in argv, f"the README's launcher commands should be dry runs: {shlex.join(argv)}"
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+            assert proc.returncode == 0 and proc.stdout.strip(), f"{shlex.join(argv)}: {proc.stderr}"
+        elif argv[:2] == ["python", "-m"] and argv[2] != "pytest":
+            proc = subprocess.run([sys.executable, "-m", argv[2], "--help"], env=env, capture_output=True, text=True)
+            assert proc.returncode == 0, f"python -m {argv[2]} --help: {proc.stderr[-2000:]}"
+        elif argv[0] == "python" and argv[1].startswith("benchmarks/"):
+            proc = subprocess.run([sys.executable, os.path.join(ROOT, argv[1]), "--help"], env=env,
+                                  capture_output=True, text=True)
+            assert proc.returncode == 0, f"{argv[1]} --help: {proc.stderr[-2000:]}"
+            checked.add(argv[1])
+            continue
+        elif argv[:3] != ["python", "-m", "pytest"]:
+            raise AssertionError(f"a README command this test does not know how to run: {shlex.join(argv)}")
+        checked.add(argv[2] if argv[0] == "python" else argv[0])
+    assert {"rhmdiff.main", "rhmdiff.data.demo_text", "rhmdiff.data.images", "launch/slurm.sh"} <= checked
+
+
+@pytest.mark.parametrize("pattern", [r"`(configs/[\w.]+\.py)", r"\((docs/figures/[\w.]+\.png)\)",
+                                     r"`(benchmarks/[\w.]+\.py)", r"`(launch/[\w.]+)"])
+def test_every_file_the_readme_names_exists(pattern):
+    with open(README) as f:
+        names = set(re.findall(pattern, f.read()))
+    assert names
+    missing = sorted(n for n in names - {"configs/my_task.py"}  # the "Adding an experiment" example
+                     if not os.path.exists(os.path.join(ROOT, n)))
+    assert not missing, missing
