@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench_unet import median_seconds  # noqa: E402 -- benchmarks/ is on the path when run as a script
+from bench_unet import matmul_gflops, median_seconds  # noqa: E402 -- benchmarks/ is on the path when run as a script
 from rhmdiff import train
 from rhmdiff.config_base import sibling_config
 from rhmdiff.tasks import md4 as md4_task
@@ -58,8 +58,7 @@ def main():
     devices = jax.local_devices()[:1]
     chunk = train._make_chunk_fn(md4_task.md4_loss_fn(model, schedule, args.vocab), tx, jax.random.PRNGKey(0),
                                  args.batch, devices, ema_decay=c.train.ema_decay)
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                             ema_params=jax.tree_util.tree_map(jnp.zeros_like, params))
+    state = train.initial_state_fn(lambda: params, tx, c.train.ema_decay, c.train.ema_debias)(None)
     box = [jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], state)]
     k = args.steps_per_call
     x = np.random.default_rng(0).integers(0, args.vocab, (1, k, args.batch, args.seq_len)).astype(np.int32)
@@ -75,9 +74,7 @@ def main():
     forward = jax.jit(model.apply)
     xt, t = jnp.asarray(x[0, 0]), jnp.full((args.batch,), 0.5)
     forward_s = median_seconds(lambda: forward(params, xt, t), args.repeats)
-    a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048), jnp.float32)
-    mm = jax.jit(lambda a: a @ a)
-    peak = 2 * 2048**3 / median_seconds(lambda: mm(a), args.repeats) / 1e9
+    peak = matmul_gflops(2048, args.repeats)
     tokens = args.batch * args.seq_len
     flops = step_flops(c, args.vocab, tokens, args.seq_len)
     out = {

@@ -46,8 +46,8 @@ def main():
     loss = rhm_task.rhm_loss_fn(model, schedule, g.v, c.diffusion.hybrid_coeff, c.diffusion.objective)
     tx = train.optimizer_from_config(c.train, unet.mup_lr_scale(c.model.width) if c.train.optimizer == "sgd" else 1.0)
     devices = jax.local_devices()[:1]
-    init = lambda _: train.TrainState(step=jnp.zeros((), jnp.int32), params=(p := model.init(
-        jax.random.PRNGKey(1), jnp.zeros((1, g.d), jnp.int32), jnp.ones((1,), jnp.int32))), opt_state=tx.init(p))
+    init = train.initial_state_fn(lambda: model.init(jax.random.PRNGKey(1), jnp.zeros((1, g.d), jnp.int32),
+                                                     jnp.ones((1,), jnp.int32)), tx)
     rss0 = peak_rss_gb()
     state = jax.pmap(init, devices=devices)(np.zeros(1))
     jax.block_until_ready(state)

@@ -65,8 +65,7 @@ def step_ms(variant: str, width: int, optimizer: str, steps: int, repeats: int) 
     tx = train.make_optimizer(optimizer, c.train.lr, c.train.momentum, kw["lr_scale"])
     devices = jax.local_devices()[:1]
     chunk = train._make_chunk_fn(kw["loss_fn"], tx, jax.random.PRNGKey(0), c.train.batch_size, devices)
-    params = kw["init_params"]()
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    state = train.initial_state_fn(kw["init_params"], tx)(None)
     box = [jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], state)]
     x = kw["batches"](0, steps, slice(None))[None]
     step_ids = np.arange(steps, dtype=np.int32)[None]

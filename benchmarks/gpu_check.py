@@ -18,7 +18,6 @@ v5p 459, v6e 918 (bf16); on a CPU, the float32 GFLOP/s of a 2048^3 matmul measur
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
@@ -33,6 +32,8 @@ from rhmdiff.models import unet  # noqa: E402
 from rhmdiff.tasks import ddpm as ddpm_task  # noqa: E402
 from rhmdiff.tasks import md4 as md4_task  # noqa: E402
 from rhmdiff.tasks import rhm as rhm_task  # noqa: E402
+from bench_memory import peak_rss_gb  # noqa: E402 -- benchmarks/ is on the path when run as a script
+from bench_unet import matmul_gflops  # noqa: E402
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "x.py")
 PEAKS = {  # dense TFLOP/s per chip: (bfloat16, float32)
@@ -50,13 +51,7 @@ def device_peak(dtype: str, override: float | None) -> float | None:
         if name in kind:
             return bf16 if dtype == "bfloat16" else f32
     if jax.default_backend() == "cpu":
-        a = jnp.ones((2048, 2048), jnp.float32)
-        f = jax.jit(lambda x: x @ x)
-        f(a).block_until_ready()
-        t0 = time.perf_counter()
-        for _ in range(5):
-            f(a).block_until_ready()
-        return 2 * 2048**3 * 5 / (time.perf_counter() - t0) / 1e12
+        return matmul_gflops(2048, 5) / 1e3
     return None
 
 
@@ -64,19 +59,14 @@ def memory_used() -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         return {"device_peak_gb": round(stats["peak_bytes_in_use"] / 1e9, 3)}
-    return {"host_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)}
+    return {"host_peak_rss_gb": round(peak_rss_gb(), 3)}
 
 
 def time_step(name, loss_fn, init_params, tx, batch, steps: int, dtype: str, peak_override, ema_decay=0.0):
     """The trainer's step (one device) on ``batch``: compile, then ``steps`` timed steps."""
     devices = jax.local_devices()[:1]
     chunk = train._make_chunk_fn(loss_fn, tx, jax.random.PRNGKey(0), len(batch), devices, ema_decay)
-
-    def initial(_):
-        p = init_params()
-        ema = jax.tree_util.tree_map(jnp.asarray, p) if ema_decay else None
-        return train.TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p), ema_params=ema)
-
+    initial = train.initial_state_fn(init_params, tx, ema_decay, ema_debias=False)  # EMA from the initial weights
     state = jax.pmap(initial, devices=devices)(np.zeros(1))
     n_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(state.params))
     x = np.asarray(batch)[None, None]

@@ -161,6 +161,19 @@ def example_keys(key, step, first, num):
     return jax.vmap(lambda i: jax.random.fold_in(k, i))(first + jnp.arange(num))
 
 
+def initial_state_fn(init_params: Callable, tx, ema_decay: float = 0.0, ema_debias: bool = True):
+    """``(_) -> TrainState`` at step 0: ``init_params()``, the optimizer's state and, with
+    ``ema_decay``, the EMA (zeros when ``ema_debias``, else the initial parameters; see
+    :func:`ema_params`). Under ``jax.pmap`` it creates the state on the devices, with no host copy."""
+
+    def initial_state(_):
+        params = init_params()
+        ema = jax.tree_util.tree_map(jnp.zeros_like if ema_debias else jnp.asarray, params) if ema_decay else None
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema_params=ema)
+
+    return initial_state
+
+
 def ema_params(state: TrainState, decay: float, debias: bool):
     """The parameters to evaluate when an EMA is kept. ``debias=False`` (MD4 and
     improved-diffusion): the average started at the initial weights, used as it is.
@@ -526,12 +539,7 @@ def fit(config, workdir, *, init_params: Callable, loss_fn: Callable, batches: C
     keep_steps = sorted(int(s) for s in (tc.get("keep_steps", ()) if keep_steps is None else keep_steps))
     current = lambda st: ema_params(st, ema_decay, ema_debias) if ema_decay else st.params  # the parameters to evaluate
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # diffusion noise of training
-
-    def initial_state(_):
-        params = init_params()
-        ema = jax.tree_util.tree_map(jnp.zeros_like if ema_debias else jnp.asarray, params) if ema_decay else None
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema_params=ema)
-
+    initial_state = initial_state_fn(init_params, tx, ema_decay, ema_debias)
     abstract = jax.eval_shape(initial_state, 0)
     ckpt = Checkpoints(workdir)
     meta = {"best_val_loss": math.inf, "best_step": -1, "evals_without_improvement": 0,
