@@ -209,9 +209,9 @@ def test_copies_of_against_brute_force():
     np.testing.assert_array_equal(evaluate.copies_of(gen, train_x), expected)
 
 
-def _quadratic_run(tmp_path, **train_overrides):
-    """fit on loss(w) = mean_batch (w - x)^2 with x = step-dependent constants: SGD steps
-    and the EMA can be replayed in numpy. Returns (validated params per evaluation, fit output)."""
+def _quadratic_run(tmp_path, w0: float = 0.0, **train_overrides):
+    """fit on loss(w) = mean_batch (w - x)^2 with x = step-dependent constants, from w = w0: SGD
+    steps and the EMA can be replayed in numpy. Returns (validated params per evaluation, fit output)."""
     c = tiny_config(optimizer="sgd", lr=0.1, momentum=0.0, num_steps=6, eval_every=3, steps_per_call=2,
                     batch_size=4)
     c.train.update(**train_overrides)
@@ -224,21 +224,24 @@ def _quadratic_run(tmp_path, **train_overrides):
     loss_fn = lambda p, x, keys: (((p["w"] - x) ** 2).mean(), {})
     batches = lambda start, num, rows: np.broadcast_to(
         np.arange(start, start + num, dtype=np.float32)[:, None], (num, 4))[:, rows]
-    out = train.fit(c, str(tmp_path), init_params=lambda: {"w": jnp.zeros((), jnp.float32)}, loss_fn=loss_fn,
+    out = train.fit(c, str(tmp_path), init_params=lambda: {"w": jnp.full((), w0, jnp.float32)}, loss_fn=loss_fn,
                     batches=batches,
                     validate=validate, devices=jax.local_devices()[:2])
     return seen, out
 
 
-def test_ema_is_the_debiased_moving_average_and_stages_are_kept(tmp_path):
-    decay = 0.5
-    seen, out = _quadratic_run(tmp_path, ema_decay=decay, keep_steps=(2, 5))
-    w, ema, expected = 0.0, 0.0, []
+@pytest.mark.parametrize("debias", [True, False])
+def test_ema_is_the_debiased_moving_average_and_stages_are_kept(tmp_path, debias):
+    """Debiased: the average starts at zero and is divided by 1 - decay^step. Not debiased (MD4,
+    improved-diffusion): it starts at the initial weights (w0 != 0 tells the two apart)."""
+    decay, w0 = 0.5, 3.0
+    seen, out = _quadratic_run(tmp_path, w0=w0, ema_decay=decay, ema_debias=debias, keep_steps=(2, 5))
+    w, ema, expected = w0, 0.0 if debias else w0, []
     for step in range(6):
         w -= 0.1 * 2 * (w - step)  # gradient of (w - x)^2 at x = step
         ema = decay * ema + (1 - decay) * w
         if step + 1 in (3, 6):
-            expected.append(ema / (1 - decay ** (step + 1)))
+            expected.append(ema / (1 - decay ** (step + 1)) if debias else ema)
     np.testing.assert_allclose(seen, expected, rtol=1e-5)
     ckpt = train.Checkpoints(str(tmp_path))
     assert ckpt.stage_steps() == [2, 5]
