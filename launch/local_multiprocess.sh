@@ -57,11 +57,14 @@ for ((i = 0; i < num_processes; i++)); do
   fi
 done
 [[ $dry_run == 1 ]] && exit 0
-status=0 left=${#pids[@]}
-while (( left > 0 )); do
-  code=0
-  wait -n "${pids[@]}" || code=$?
-  left=$((left - 1))
+status=0 running=("${pids[@]}")
+while (( ${#running[@]} > 0 )); do
+  code=0 finished=""
+  wait -n -p finished "${running[@]}" || code=$?
+  [[ -n "$finished" ]] || break  # no child left to wait for
+  left=()
+  for pid in "${running[@]}"; do [[ $pid == "$finished" ]] || left+=("$pid"); done
+  running=("${left[@]}")
   if (( code != 0 && status == 0 )); then
     status=$code
     (( code == 143 )) || stop_all  # a failure: the others would wait for it forever
