@@ -43,7 +43,7 @@ setup(
     extras_require={
         "text": TEXT,
         "gcs": GCS,
-        "test": ["pytest>=9.2,<10", "scipy>=1.17,<2", "chex>=0.1.92,<0.2", "fsspec>=2026.2", *TEXT],
+        "test": ["pytest>=9.2,<10", "pytest-xdist>=3.8,<4", "scipy>=1.17,<2", "chex>=0.1.92,<0.2", "fsspec>=2026.2", *TEXT],
         "cuda12": ["jax[cuda12]>=0.10.2,<0.11"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11", *GCS],
         "tensorboard": ["tensorboard>=2.20,<3"],  # the viewer: tensorboard --logdir runs/rhm_L3/tensorboard

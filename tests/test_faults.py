@@ -12,6 +12,9 @@ import pytest
 from conftest import ROOT, execute, load_config, run_task
 from rhmdiff import files, train, workdir as workdir_lib
 
+# one worker runs this file: its tests share a module fixture
+pytestmark = pytest.mark.xdist_group("faults")
+
 
 def tiny_rhm(**train):
     c = load_config("rhm_L3")

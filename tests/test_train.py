@@ -136,10 +136,11 @@ def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
     tx = optax.sgd(0.2 * c.model.width, momentum=0.9)
     opt_state = tx.init(params)
     key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 1)
+    value_and_grad = jax.jit(jax.value_and_grad(kwargs["loss_fn"], has_aux=True))  # one step, as written
     for step in range(12):
         x = kwargs["batches"](step, 1, slice(None))[0]
         keys = jnp.stack([jax.random.fold_in(jax.random.fold_in(key, step), i) for i in range(len(x))])
-        (objective, _), grads = jax.value_and_grad(kwargs["loss_fn"], has_aux=True)(params, x, keys)
+        (objective, _), grads = value_and_grad(params, x, keys)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         assert logged[step + 1] == pytest.approx(float(objective), rel=1e-4), step
