@@ -56,7 +56,10 @@ def median_seconds(fn, repeats):
     return float(np.median(runs))
 
 
-def step_ms(variant: str, width: int, optimizer: str, steps: int, repeats: int) -> float:
+def train_chunk(variant: str, width: int, optimizer: str, steps: int):
+    """A function running ``steps`` training steps of the trainer's own pmapped chunk (one
+    device, batch 32, the ``rhm_L3`` grammar), returning their metrics; its ``hlo_text()`` is
+    the compiled program's HLO."""
     c = sibling_config(__file__.replace("benchmarks", "configs"), "rhm_L3").get_config()
     c.model.update(variant=variant, width=width)
     c.train.update(optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 1e-4)
@@ -74,7 +77,12 @@ def step_ms(variant: str, width: int, optimizer: str, steps: int, repeats: int) 
         box[0], metrics = chunk(box[0], np.zeros((1,), np.int32), step_ids, x)
         return metrics
 
-    return 1e3 * median_seconds(run, repeats) / steps
+    run.hlo_text = lambda: chunk.lower(box[0], np.zeros((1,), np.int32), step_ids, x).compile().as_text()
+    return run
+
+
+def step_ms(variant: str, width: int, optimizer: str, steps: int, repeats: int) -> float:
+    return 1e3 * median_seconds(train_chunk(variant, width, optimizer, steps), repeats) / steps
 
 
 def matmul_gflops(n: int, repeats: int) -> float:

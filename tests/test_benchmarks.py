@@ -39,3 +39,32 @@ def test_bench_memory_reports_the_peak_of_a_few_steps():
     assert row["parameters"] == v * C + L * (s * C * C + 2 * C) + L * (2 * s * C * C + 2 * C) + 2 * C * v
     assert row["needed_gb"] == round(4 * row["parameters"] * 3 / 1e9, 2)  # parameters, gradients, momentum
     assert 0 < row["peak_rss_gb_before"] <= row["peak_rss_gb"] and row["ms_per_step"] > 0
+
+
+def test_profile_step_times_exclusive_per_operation(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from profile_step import exclusive_times, hlo_lines
+    # a while loop (0-100 us) running a dot (10-40) and a fusion (50-60), a copy on another thread
+    events = [{"name": "while.1", "tid": 1, "ts": 0.0, "dur": 100.0}, {"name": "dot.2", "tid": 1, "ts": 10.0, "dur": 30.0},
+              {"name": "fusion.3", "tid": 1, "ts": 50.0, "dur": 10.0}, {"name": "copy.4", "tid": 2, "ts": 20.0, "dur": 5.0},
+              {"name": "dot.2", "tid": 1, "ts": 120.0, "dur": 7.0}]
+    assert exclusive_times(events) == {"while.1": 60.0, "dot.2": 37.0, "fusion.3": 10.0, "copy.4": 5.0}
+    hlo = """HloModule m
+%fused_computation.3 (p0: f32[4,4], p1: f32[4,4]) -> f32[4,4] {
+  %p0 = f32[4,4]{1,0} parameter(0)
+  %p1 = f32[4,4]{1,0} parameter(1)
+  %dot.1 = f32[4,4]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  ROOT %add.2 = f32[4,4]{1,0} add(%dot.1, %p1)
+}
+ENTRY %main (a: f32[4,4]) -> f32[4,4] {
+  %a = f32[4,4]{1,0} parameter(0)
+  ROOT %fusion.3 = f32[4,4]{1,0} fusion(%a, %a), kind=kCustom, calls=%fused_computation.3
+}"""
+    assert hlo_lines(hlo)["fusion.3"] == "f32[4,4]{1,0} fusion [dot, add]"
+
+
+def test_profile_step_reports_the_operations_of_a_few_steps():
+    (row,) = run_script("profile_step.py", "--width", "32", "--steps", "2", "--top", "5")
+    assert row["wall_ms_per_step"] > 0 and 0 < row["ops_ms_per_step"]
+    assert len(row["top"]) == 5 and all(0 < op["share"] <= 1 and op["hlo"] for op in row["top"])
+    assert [op["ms_per_step"] for op in row["top"]] == sorted((op["ms_per_step"] for op in row["top"]), reverse=True)

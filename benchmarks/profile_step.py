@@ -1,0 +1,117 @@
+"""Where the time of a U-Net training step goes: XLA's own per-operation profile of the
+trainer's step (``jax.profiler`` trace), printed as JSON.
+
+    python benchmarks/profile_step.py [--variant rhmdiff|reference] [--width 1024] [--optimizer sgd] [--steps 10]
+
+Runs ``--steps`` steps of the trainer's chunk (as ``bench_unet.py``: batch 32, the
+``rhm_L3`` grammar, one ``lax.scan``) once to compile and once under ``jax.profiler.trace``,
+reads the trace's perfetto JSON and sums the *exclusive* time of every executed XLA operation
+(its duration less that of the operations it runs inside, e.g. a ``while`` body's). Printed:
+``wall_ms_per_step`` (a run without the profiler), ``ops_ms_per_step`` (all operations), and ``top``: the operations with
+the most time (ms per step, share of ``ops_ms_per_step``, and ``hlo``: its shape and opcode
+and, for a fusion, the opcodes fused into it), and ``by_kind``: the same grouped by the
+operation's name without its ``.N`` suffix (``fusion``, ``dot``, ``convolution``, ``while``...).
+"""
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+import time
+
+import jax
+
+from bench_unet import train_chunk
+from rhmdiff.models import unet
+
+
+def op_events(trace_dir: str) -> list[dict]:
+    """The executed XLA operations of a trace: ``{"name", "tid", "ts", "dur"}`` (microseconds)."""
+    (path,) = glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "perfetto_trace.json.gz"))
+    with gzip.open(path) as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    return [{"name": e["args"]["hlo_op"], "tid": e["tid"], "ts": e["ts"], "dur": e["dur"]}
+            for e in events if e.get("ph") == "X" and "hlo_op" in e.get("args", {})]
+
+
+def exclusive_times(events: list[dict]) -> collections.Counter:
+    """Total exclusive duration per operation name: nested operations (same thread, inside
+    another's interval) are subtracted from their enclosing one."""
+    totals = collections.Counter()
+    for tid in {e["tid"] for e in events}:
+        stack = []  # enclosing events, innermost last
+        for e in sorted((e for e in events if e["tid"] == tid), key=lambda e: (e["ts"], -e["dur"])):
+            while stack and e["ts"] >= stack[-1]["ts"] + stack[-1]["dur"]:
+                stack.pop()
+            totals[e["name"]] += e["dur"]
+            if stack:
+                totals[stack[-1]["name"]] -= e["dur"]
+            stack.append(e)
+    return totals
+
+
+def hlo_lines(hlo_text: str) -> dict[str, str]:
+    """Operation name -> what it is: its shape and HLO opcode, and for a fusion the opcodes it
+    fuses (``f32[32,1024] fusion [dot, add, multiply]``)."""
+    computations, current, defs = collections.defaultdict(list), None, {}
+    for line in hlo_text.splitlines():
+        head = re.match(r"\s*%?([\w.\-]+) .*\{\s*$", line)
+        if head and " = " not in line:
+            current = head.group(1)
+            continue
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\(.*?\)|\S+) ([\w\-]+)\((.*)", line)
+        if m:
+            name, shape, opcode, rest = m.groups()
+            defs.setdefault(name, (shape, opcode, rest))
+            if current is not None:
+                computations[current].append(opcode)
+    out = {}
+    for name, (shape, opcode, rest) in defs.items():
+        called = re.search(r"calls=%?([\w.\-]+)", rest)
+        inner = computations.get(called.group(1), []) if called else []
+        skip = {"parameter", "bitcast", "get-tuple-element", "tuple", "constant", "broadcast"}
+        kinds = list(dict.fromkeys(k for k in inner if k not in skip))
+        out[name] = f"{shape} {opcode}" + (f" [{', '.join(kinds)}]" if kinds else "")
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=unet.VARIANTS, default="rhmdiff")
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    run = train_chunk(args.variant, args.width, args.optimizer, args.steps)
+    for _ in range(2):  # compile (the second call sees the first's output layout)
+        jax.block_until_ready(run())
+    t0 = time.perf_counter()
+    jax.block_until_ready(run())
+    wall = time.perf_counter() - t0  # without the profiler
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            jax.block_until_ready(run())
+        totals = exclusive_times(op_events(trace_dir))
+    hlo = hlo_lines(run.hlo_text())
+    per_step = {name: us / 1e3 / args.steps for name, us in totals.items()}
+    ops_ms = sum(per_step.values())
+    kinds = collections.Counter()
+    for name, ms in per_step.items():
+        kinds[re.sub(r"\.\d+$", "", name)] += ms
+    row = {"variant": args.variant, "width": args.width, "optimizer": args.optimizer, "steps": args.steps,
+           "wall_ms_per_step": 1e3 * wall / args.steps, "ops_ms_per_step": ops_ms,
+           "top": [{"op": name, "ms_per_step": round(ms, 3), "share": round(ms / ops_ms, 3),
+                    "hlo": hlo.get(name, "")[:160]}
+                   for name, ms in sorted(per_step.items(), key=lambda kv: -kv[1])[:args.top]],
+           "by_kind": {k: {"ms_per_step": round(ms, 3), "share": round(ms / ops_ms, 3)}
+                       for k, ms in kinds.most_common(args.top)}}
+    print(json.dumps(row, indent=1))
+
+
+if __name__ == "__main__":
+    main()
