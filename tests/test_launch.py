@@ -58,9 +58,9 @@ def uninterrupted(tmp_path_factory):
     return workdir
 
 
-LONG = ["--config.train.num_steps=600", "--config.train.eval_every=200", "--config.train.steps_per_call=10"]
+LONG = ["--config.train.num_steps=300", "--config.train.eval_every=100", "--config.train.steps_per_call=10"]
 # two processes step ~10x slower than one (gloo collectives on 2 shared cores): fewer steps
-MULTI_LONG = ["--config.train.num_steps=150", "--config.train.eval_every=50", "--config.train.steps_per_call=10"]
+MULTI_LONG = ["--config.train.num_steps=60", "--config.train.eval_every=20", "--config.train.steps_per_call=10"]
 
 
 def _parent(pid: int) -> int:
@@ -110,7 +110,7 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
     stops = dict(re.findall(r"\[process (\d)\] .*preempted at step (\d+): checkpoint saved", out))
     assert len(stops) == 2 and len(set(stops.values())) == 1, out[-3000:]  # both processes, one step
     step = int(next(iter(stops.values())))
-    assert 0 < step < 150 and not (workdir / "results.json").exists()
+    assert 0 < step < 60 and not (workdir / "results.json").exists()
     ckpt = train.Checkpoints(workdir)
     assert step in ckpt.latest.all_steps()
     ckpt.close()
