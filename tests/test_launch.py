@@ -185,9 +185,9 @@ def test_gs_workdir_goes_through_epath(fake_gcs, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
-    """Kill a run after its first evaluation (SIGTERM: it saves a checkpoint between
-    evaluations and exits 143; SIGKILL: it just dies), rerun the same command: the metrics
-    and the results equal those of an uninterrupted run."""
+    """Kill a run once its training has started (its metrics file exists; SIGTERM: it saves
+    a checkpoint between evaluations and exits 143; SIGKILL: it just dies), rerun the same
+    command: the metrics and the results equal those of an uninterrupted run."""
     workdir = tmp_path / "run"
     proc = cli(workdir, *LONG)
     deadline = time.time() + 300
