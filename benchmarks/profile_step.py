@@ -4,11 +4,11 @@ trainer's step (``jax.profiler`` trace), printed as JSON.
     python benchmarks/profile_step.py [--variant rhmdiff|reference] [--width 1024] [--optimizer sgd] [--steps 10]
 
 Runs ``--steps`` steps of the trainer's chunk (as ``bench_unet.py``: batch 32, the
-``rhm_L3`` grammar, one ``lax.scan``) once to compile and once under ``jax.profiler.trace``,
-reads the trace's perfetto JSON and sums the *exclusive* time of every executed XLA operation
-(its duration less that of the operations it runs inside, e.g. a ``while`` body's). Printed:
-``wall_ms_per_step`` (a run without the profiler), ``ops_ms_per_step`` (all operations), and ``top``: the operations with
-the most time (ms per step, share of ``ops_ms_per_step``, and ``hlo``: its shape and opcode
+``rhm_L3`` grammar, one ``lax.scan``): timed without the profiler (median of 3 after a
+compile), then once under ``jax.profiler.trace``, whose perfetto JSON gives the *exclusive*
+time of every executed XLA operation (its duration less that of the operations it runs
+inside, e.g. a ``while`` body's). Printed: ``wall_ms_per_step``, ``ops_ms_per_step`` (all
+operations), and ``top``: the operations with the most time (ms per step, share of ``ops_ms_per_step``, and ``hlo``: its shape and opcode
 and, for a fusion, the opcodes fused into it), and ``by_kind``: the same grouped by the
 operation's name without its ``.N`` suffix (``fusion``, ``dot``, ``convolution``, ``while``...).
 """
@@ -20,11 +20,10 @@ import json
 import os
 import re
 import tempfile
-import time
 
 import jax
 
-from bench_unet import train_chunk
+from bench_unet import median_seconds, train_chunk
 from rhmdiff.models import unet
 
 
@@ -54,6 +53,9 @@ def exclusive_times(events: list[dict]) -> collections.Counter:
     return totals
 
 
+SETUP_OPCODES = {"parameter", "bitcast", "get-tuple-element", "tuple", "constant", "broadcast"}  # not listed in fusions
+
+
 def hlo_lines(hlo_text: str) -> dict[str, str]:
     """Operation name -> what it is: its shape and HLO opcode, and for a fusion the opcodes it
     fuses (``f32[32,1024] fusion [dot, add, multiply]``)."""
@@ -73,8 +75,7 @@ def hlo_lines(hlo_text: str) -> dict[str, str]:
     for name, (shape, opcode, rest) in defs.items():
         called = re.search(r"calls=%?([\w.\-]+)", rest)
         inner = computations.get(called.group(1), []) if called else []
-        skip = {"parameter", "bitcast", "get-tuple-element", "tuple", "constant", "broadcast"}
-        kinds = list(dict.fromkeys(k for k in inner if k not in skip))
+        kinds = list(dict.fromkeys(k for k in inner if k not in SETUP_OPCODES))
         out[name] = f"{shape} {opcode}" + (f" [{', '.join(kinds)}]" if kinds else "")
     return out
 
@@ -88,11 +89,9 @@ def main():
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
     run = train_chunk(args.variant, args.width, args.optimizer, args.steps)
-    for _ in range(2):  # compile (the second call sees the first's output layout)
-        jax.block_until_ready(run())
-    t0 = time.perf_counter()
-    jax.block_until_ready(run())
-    wall = time.perf_counter() - t0  # without the profiler
+    # without the profiler; the median drops the second call, which compiles again for the
+    # first call's output layout
+    wall = median_seconds(run, 3)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             jax.block_until_ready(run())
