@@ -70,10 +70,10 @@ def main():
         return metrics
 
     run()  # the first call compiles for host inputs, the second for the device-resident state
-    step_s = median_seconds(run, args.repeats) / k
+    step_s = median_seconds(run, args.repeats)[0] / k
     forward = jax.jit(model.apply)
     xt, t = jnp.asarray(x[0, 0]), jnp.full((args.batch,), 0.5)
-    forward_s = median_seconds(lambda: forward(params, xt, t), args.repeats)
+    forward_s = median_seconds(lambda: forward(params, xt, t), args.repeats)[0]
     peak = matmul_gflops(2048, args.repeats)
     tokens = args.batch * args.seq_len
     flops = step_flops(c, args.vocab, tokens, args.seq_len)

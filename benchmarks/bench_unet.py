@@ -47,19 +47,19 @@ def unet_forward_flops(v: int, s: int, L: int, C: int, variant: str = "rhmdiff",
 
 
 def median_seconds(fn, repeats):
-    jax.block_until_ready(fn())
+    """``(median seconds of repeats calls after a first one, the last call's output)``."""
+    out = jax.block_until_ready(fn())
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(fn())
+        out = jax.block_until_ready(fn())
         runs.append(time.perf_counter() - t0)
-    return float(np.median(runs))
+    return float(np.median(runs)), out
 
 
 def train_chunk(variant: str, width: int, optimizer: str, steps: int):
     """A function running ``steps`` training steps of the trainer's own pmapped chunk (one
-    device, batch 32, the ``rhm_L3`` grammar), returning their metrics; its ``hlo_text()`` is
-    the compiled program's HLO."""
+    device, batch 32, the ``rhm_L3`` grammar), returning their metrics."""
     c = sibling_config(__file__.replace("benchmarks", "configs"), "rhm_L3").get_config()
     c.model.update(variant=variant, width=width)
     c.train.update(optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 1e-4)
@@ -77,19 +77,18 @@ def train_chunk(variant: str, width: int, optimizer: str, steps: int):
         box[0], metrics = chunk(box[0], np.zeros((1,), np.int32), step_ids, x)
         return metrics
 
-    run.hlo_text = lambda: chunk.lower(box[0], np.zeros((1,), np.int32), step_ids, x).compile().as_text()
     return run
 
 
 def step_ms(variant: str, width: int, optimizer: str, steps: int, repeats: int) -> float:
-    return 1e3 * median_seconds(train_chunk(variant, width, optimizer, steps), repeats) / steps
+    return 1e3 * median_seconds(train_chunk(variant, width, optimizer, steps), repeats)[0] / steps
 
 
 def matmul_gflops(n: int, repeats: int) -> float:
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
-    return 2 * n**3 / median_seconds(lambda: f(a, b), repeats) / 1e9
+    return 2 * n**3 / median_seconds(lambda: f(a, b), repeats)[0] / 1e9
 
 
 def main():

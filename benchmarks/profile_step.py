@@ -1,16 +1,23 @@
-"""Where the time of a U-Net training step goes: XLA's own per-operation profile of the
-trainer's step (``jax.profiler`` trace), printed as JSON.
+"""Where the time of a training step or of an evaluation loop goes: XLA's own per-operation
+profile (``jax.profiler`` trace), printed as JSON.
 
     python benchmarks/profile_step.py [--variant rhmdiff|reference] [--width 1024] [--optimizer sgd] [--steps 10]
+    python benchmarks/profile_step.py --case d3pm_sampler [--path device|loop] [--num 256] [--width 256] [--T 1000]
 
-Runs ``--steps`` steps of the trainer's chunk (as ``bench_unet.py``: batch 32, the
-``rhm_L3`` grammar, one ``lax.scan``): timed without the profiler (median of 3 after a
-compile), then once under ``jax.profiler.trace``, whose perfetto JSON gives the *exclusive*
-time of every executed XLA operation (its duration less that of the operations it runs
-inside, e.g. a ``while`` body's). Printed: ``wall_ms_per_step``, ``ops_ms_per_step`` (all
-operations), and ``top``: the operations with the most time (ms per step, share of ``ops_ms_per_step``, and ``hlo``: its shape and opcode
-and, for a fusion, the opcodes fused into it), and ``by_kind``: the same grouped by the
-operation's name without its ``.N`` suffix (``fusion``, ``dot``, ``convolution``, ``while``...).
+``--case train`` (default) runs ``--steps`` steps of the trainer's chunk (as ``bench_unet.py``:
+batch 32, the ``rhm_L3`` grammar, one ``lax.scan``); the other cases are ``bench_eval.py``'s
+(``d3pm_sampler``, ``oracle_sampler``, ``d3pm_bound``, ``oracle_bound``, ``md4_sampler``), run
+as the library's loop on the device (``--path device``) or as the host loop of T jitted steps
+(``--path loop``), and a "step" is then one diffusion step of all ``--num`` sequences. The run
+is timed without the profiler (median of 3 after a compile), then once under
+``jax.profiler.trace``, whose perfetto JSON gives the *exclusive* time of every executed XLA
+operation (its duration less that of the operations it runs inside, e.g. a ``while`` body's);
+XLA's optimized HLO, dumped while the programs compile, says what each operation is. Printed:
+``wall_ms_per_step``, ``ops_ms_per_step`` (all operations; several run at once on several
+cores), ``top``: the operations with the most time (ms per step, share of ``ops_ms_per_step``,
+its program and ``hlo``: shape and opcode and, for a fusion, the opcodes fused into it), and
+``by_kind``: the same grouped by the operation's name without its ``.N`` suffix (``fusion``,
+``dot``, ``convolution``, ``while``...).
 """
 import argparse
 import collections
@@ -23,17 +30,20 @@ import tempfile
 
 import jax
 
+import bench_eval
 from bench_unet import median_seconds, train_chunk
 from rhmdiff.models import unet
 
 
 def op_events(trace_dir: str) -> list[dict]:
-    """The executed XLA operations of a trace: ``{"name", "tid", "ts", "dur"}`` (microseconds)."""
+    """The executed XLA operations of a trace: ``{"name": (program, operation), "tid", "ts",
+    "dur"}`` (microseconds)."""
     (path,) = glob.glob(os.path.join(trace_dir, "plugins", "profile", "*", "perfetto_trace.json.gz"))
     with gzip.open(path) as f:
         trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    return [{"name": e["args"]["hlo_op"], "tid": e["tid"], "ts": e["ts"], "dur": e["dur"]}
+    return [{"name": (e["args"].get("hlo_module", ""), e["args"]["hlo_op"]), "tid": e["tid"], "ts": e["ts"],
+             "dur": e["dur"]}
             for e in events if e.get("ph") == "X" and "hlo_op" in e.get("args", {})]
 
 
@@ -80,35 +90,58 @@ def hlo_lines(hlo_text: str) -> dict[str, str]:
     return out
 
 
+def dumped_hlo(dump_dir: str) -> dict[str, dict[str, str]]:
+    """Program name -> :func:`hlo_lines` of its optimized HLO, from XLA's ``--xla_dump_to``."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(dump_dir, "module_*after_optimizations.txt"))):
+        with open(path) as f:
+            text = f.read()
+        name = re.match(r"HloModule ([\w.\-]+)", text)
+        if name:
+            out.setdefault(name.group(1), hlo_lines(text))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=("train",) + bench_eval.CASES, default="train")
     parser.add_argument("--variant", choices=unet.VARIANTS, default="rhmdiff")
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--path", choices=("device", "loop"), default="device")
+    parser.add_argument("--num", type=int, default=256)
+    parser.add_argument("--T", type=int, default=1000)
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
-    run = train_chunk(args.variant, args.width, args.optimizer, args.steps)
-    # without the profiler; the median drops the second call, which compiles again for the
-    # first call's output layout
-    wall = median_seconds(run, 3)
-    with tempfile.TemporaryDirectory() as trace_dir:
+    with tempfile.TemporaryDirectory() as dump_dir, tempfile.TemporaryDirectory() as trace_dir:
+        # read when JAX starts its backend, on the first computation below
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
+        if args.case == "train":
+            run, steps = train_chunk(args.variant, args.width, args.optimizer, args.steps), args.steps
+            row = {"case": "train", "variant": args.variant, "width": args.width, "optimizer": args.optimizer}
+        else:
+            case = bench_eval.cases(args.num, args.width, args.T)[args.case]
+            run, steps = getattr(case, args.path), case.steps
+            row = {"case": args.case, "path": args.path, "num": args.num, "width": args.width}
+        # without the profiler; the median drops the second call, which compiles again for the
+        # first call's output layout
+        wall = median_seconds(run, 3)[0]
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             jax.block_until_ready(run())
         totals = exclusive_times(op_events(trace_dir))
-    hlo = hlo_lines(run.hlo_text())
-    per_step = {name: us / 1e3 / args.steps for name, us in totals.items()}
+        hlo = dumped_hlo(dump_dir)
+    per_step = {name: us / 1e3 / steps for name, us in totals.items()}
     ops_ms = sum(per_step.values())
     kinds = collections.Counter()
-    for name, ms in per_step.items():
-        kinds[re.sub(r"\.\d+$", "", name)] += ms
-    row = {"variant": args.variant, "width": args.width, "optimizer": args.optimizer, "steps": args.steps,
-           "wall_ms_per_step": 1e3 * wall / args.steps, "ops_ms_per_step": ops_ms,
-           "top": [{"op": name, "ms_per_step": round(ms, 3), "share": round(ms / ops_ms, 3),
-                    "hlo": hlo.get(name, "")[:160]}
-                   for name, ms in sorted(per_step.items(), key=lambda kv: -kv[1])[:args.top]],
-           "by_kind": {k: {"ms_per_step": round(ms, 3), "share": round(ms / ops_ms, 3)}
-                       for k, ms in kinds.most_common(args.top)}}
+    for (_, op), ms in per_step.items():
+        kinds[re.sub(r"\.\d+$", "", op)] += ms
+    row.update(steps=steps, wall_ms_per_step=1e3 * wall / steps, ops_ms_per_step=ops_ms,
+               top=[{"op": op, "program": program, "ms_per_step": round(ms, 3), "share": round(ms / ops_ms, 3),
+                     "hlo": hlo.get(program, {}).get(op, "")[:160]}
+                    for (program, op), ms in sorted(per_step.items(), key=lambda kv: -kv[1])[:args.top]],
+               by_kind={k: {"ms_per_step": round(ms, 3), "share": round(ms / ops_ms, 3)}
+                        for k, ms in kinds.most_common(args.top)})
     print(json.dumps(row, indent=1))
 
 

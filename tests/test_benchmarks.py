@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
@@ -68,3 +69,25 @@ def test_profile_step_reports_the_operations_of_a_few_steps():
     assert row["wall_ms_per_step"] > 0 and 0 < row["ops_ms_per_step"]
     assert len(row["top"]) == 5 and all(0 < op["share"] <= 1 and op["hlo"] for op in row["top"])
     assert [op["ms_per_step"] for op in row["top"]] == sorted((op["ms_per_step"] for op in row["top"]), reverse=True)
+
+
+def test_profile_step_profiles_an_evaluation_loop():
+    (row,) = run_script("profile_step.py", "--case", "d3pm_sampler", "--num", "4", "--T", "5", "--width", "16",
+                        "--top", "3")
+    assert row["case"] == "d3pm_sampler" and row["path"] == "device" and row["steps"] == 5
+    assert row["wall_ms_per_step"] > 0 and len(row["top"]) == 3 and row["by_kind"]
+    assert all(op["program"] == "jit__reverse_process" and op["hlo"] for op in row["top"]), row["top"]
+
+
+def test_bench_eval_compares_the_loops_on_the_same_keys(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from bench_unet import unet_forward_flops
+    header, sampler, bound = run_script("bench_eval.py", "--num", "4", "--T", "5", "--width", "16", "--repeats", "1",
+                                        "--cases", "d3pm_sampler", "d3pm_bound")
+    assert header["matmul_gflops"] > 0 and header["cases"] == ["d3pm_sampler", "d3pm_bound"]
+    assert sampler["case"] == "d3pm_sampler" and sampler["identical"] is True
+    assert bound["case"] == "d3pm_bound" and bound["max_relative_difference"] < 1e-5
+    for row in (sampler, bound):  # T network calls on each of the 4 sequences of d = 8 tokens
+        assert row["gflop"] == 5 * 4 * unet_forward_flops(8, 2, 3, 16) / 1e9
+        assert row["matmul_bound_s"] == pytest.approx(row["gflop"] / header["matmul_gflops"], rel=1e-2)
+        assert row["v0_1_s"] > 0 and row["loop_s"] > 0 and row["device_s"] > 0
