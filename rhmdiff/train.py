@@ -558,14 +558,14 @@ def fit(config, workdir, *, init_params: Callable, loss_fn: Callable, batches: C
     if restored is not None:
         meta = {**meta, **restored[1]}  # fields added since keep their defaults
         step = int(restored[0].step)
-        rstate = jax.pmap(lambda x: x, devices=devices if n_proc == 1 else None)(
+        rstate = jax.pmap(lambda x: x, axis_name=AXIS, devices=devices if n_proc == 1 else None)(
             jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (n_dev,) + np.shape(x)), restored[0]))
         del restored
         logging.info("resumed from step %d of %s", step, workdir)
     else:
         step = 0
         logging.info("initializing %d parameters on %d devices", num_params(abstract.params), n_dev)
-        rstate = jax.pmap(initial_state, devices=devices if n_proc == 1 else None)(np.zeros(n_dev))
+        rstate = jax.pmap(initial_state, axis_name=AXIS, devices=devices if n_proc == 1 else None)(np.zeros(n_dev))
     if jax.process_index() == 0:
         ckpt.forget_after(step, meta["best_step"])
     _barrier("rhmdiff resume cleaned")

@@ -117,6 +117,26 @@ def test_resume_continues_where_it_stopped_and_equals_the_uninterrupted_run(tmp_
     assert again["steps"] == 40 and again["best_step"] == full["best_step"] and asked == []
 
 
+def test_the_training_chunk_is_compiled_once_per_run(tmp_path):
+    """The state the chunk first receives (made, or restored, by a pmap over the trainer's
+    axis) is placed like the chunk's own outputs, so the chunk is traced -- and compiled --
+    once per run, fresh or resumed (with another mesh axis name it compiled again on its
+    second call)."""
+    c = tiny_config(num_steps=20, eval_every=10, steps_per_call=5)
+    kwargs = rhm_task.setup(c)["fit_kwargs"]
+    traces = []
+
+    def loss_fn(*args):
+        traces.append(1)
+        return kwargs["loss_fn"](*args)
+
+    assert train.fit(c, str(tmp_path), stop_at=10, **dict(kwargs, loss_fn=loss_fn))["steps"] == 10  # 2 chunks
+    assert len(traces) == 1
+    traces.clear()
+    assert train.fit(c, str(tmp_path), **dict(kwargs, loss_fn=loss_fn))["steps"] == 20  # resumed: 2 more
+    assert len(traces) == 1
+
+
 def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
     """The trainer (4 devices, steps in lax.scan chunks of 3, a checkpoint and a restart in
     the middle) against a loop written here: no pmap, no scan, no checkpoints -- optax SGD
