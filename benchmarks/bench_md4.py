@@ -58,8 +58,8 @@ def main():
     devices = jax.local_devices()[:1]
     chunk = train._make_chunk_fn(md4_task.md4_loss_fn(model, schedule, args.vocab), tx, jax.random.PRNGKey(0),
                                  args.batch, devices, ema_decay=c.train.ema_decay)
-    state = train.initial_state_fn(lambda: params, tx, c.train.ema_decay, c.train.ema_debias)(None)
-    box = [jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], state)]
+    initial = lambda p: train.initial_state_fn(lambda: p, tx, c.train.ema_decay, c.train.ema_debias)(None)
+    box = [jax.pmap(initial, axis_name=train.AXIS, devices=devices)(jax.tree_util.tree_map(lambda a: a[None], params))]
     k = args.steps_per_call
     x = np.random.default_rng(0).integers(0, args.vocab, (1, k, args.batch, args.seq_len)).astype(np.int32)
     firsts = np.zeros((1,), np.int32)
@@ -69,7 +69,6 @@ def main():
         box[0], metrics = chunk(box[0], firsts, step_ids, x)
         return metrics
 
-    run()  # the first call compiles for host inputs, the second for the device-resident state
     step_s = median_seconds(run, args.repeats)[0] / k
     forward = jax.jit(model.apply)
     xt, t = jnp.asarray(x[0, 0]), jnp.full((args.batch,), 0.5)

@@ -90,16 +90,21 @@ def hlo_lines(hlo_text: str) -> dict[str, str]:
     return out
 
 
-def dumped_hlo(dump_dir: str) -> dict[str, dict[str, str]]:
-    """Program name -> :func:`hlo_lines` of its optimized HLO, from XLA's ``--xla_dump_to``."""
-    out = {}
+def dumped_hlo(dump_dir: str, ops) -> dict[str, dict[str, str]]:
+    """Program name -> :func:`hlo_lines` of its optimized HLO, from XLA's ``--xla_dump_to``;
+    ``ops``: the traced ``(program, operation)`` names. Where several programs share a name
+    (every ``pmap`` is ``jit__fun``), the one that defines the most of the traced operations."""
+    found = collections.defaultdict(list)
     for path in sorted(glob.glob(os.path.join(dump_dir, "module_*after_optimizations.txt"))):
         with open(path) as f:
             text = f.read()
         name = re.match(r"HloModule ([\w.\-]+)", text)
         if name:
-            out.setdefault(name.group(1), hlo_lines(text))
-    return out
+            found[name.group(1)].append(hlo_lines(text))
+    traced = collections.defaultdict(set)
+    for program, op in ops:
+        traced[program].add(op)
+    return {name: max(modules, key=lambda lines: len(traced[name] & lines.keys())) for name, modules in found.items()}
 
 
 def main():
@@ -124,13 +129,12 @@ def main():
             case = bench_eval.cases(args.num, args.width, args.T)[args.case]
             run, steps = getattr(case, args.path), case.steps
             row = {"case": args.case, "path": args.path, "num": args.num, "width": args.width}
-        # without the profiler; the median drops the second call, which compiles again for the
-        # first call's output layout
+        # without the profiler
         wall = median_seconds(run, 3)[0]
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             jax.block_until_ready(run())
         totals = exclusive_times(op_events(trace_dir))
-        hlo = dumped_hlo(dump_dir)
+        hlo = dumped_hlo(dump_dir, totals)
     per_step = {name: us / 1e3 / steps for name, us in totals.items()}
     ops_ms = sum(per_step.values())
     kinds = collections.Counter()

@@ -42,9 +42,9 @@ def test_bench_memory_reports_the_peak_of_a_few_steps():
     assert 0 < row["peak_rss_gb_before"] <= row["peak_rss_gb"] and row["ms_per_step"] > 0
 
 
-def test_profile_step_times_exclusive_per_operation(monkeypatch):
+def test_profile_step_times_exclusive_per_operation(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    from profile_step import exclusive_times, hlo_lines
+    from profile_step import dumped_hlo, exclusive_times, hlo_lines
     # a while loop (0-100 us) running a dot (10-40) and a fusion (50-60), a copy on another thread
     events = [{"name": "while.1", "tid": 1, "ts": 0.0, "dur": 100.0}, {"name": "dot.2", "tid": 1, "ts": 10.0, "dur": 30.0},
               {"name": "fusion.3", "tid": 1, "ts": 50.0, "dur": 10.0}, {"name": "copy.4", "tid": 2, "ts": 20.0, "dur": 5.0},
@@ -62,6 +62,13 @@ ENTRY %main (a: f32[4,4]) -> f32[4,4] {
   ROOT %fusion.3 = f32[4,4]{1,0} fusion(%a, %a), kind=kCustom, calls=%fused_computation.3
 }"""
     assert hlo_lines(hlo)["fusion.3"] == "f32[4,4]{1,0} fusion [dot, add]"
+    # two programs named alike (every pmap is jit__fun): the one defining the traced operations
+    other = "HloModule jit__fun\nENTRY %main (a: f32[4]) -> f32[4] {\n  ROOT %copy.1 = f32[4]{0} copy(%a)\n}"
+    (tmp_path / "module_0001.jit__fun.cpu_after_optimizations.txt").write_text(other)
+    (tmp_path / "module_0002.jit__fun.cpu_after_optimizations.txt").write_text(hlo.replace("HloModule m", "HloModule jit__fun"))
+    (tmp_path / "module_0002.jit__fun.before_optimizations.txt").write_text(other)
+    assert dumped_hlo(str(tmp_path), [("jit__fun", "fusion.3")])["jit__fun"]["fusion.3"].endswith("[dot, add]")
+    assert dumped_hlo(str(tmp_path), [("jit__fun", "copy.1")])["jit__fun"]["copy.1"] == "f32[4]{0} copy"
 
 
 def test_profile_step_reports_the_operations_of_a_few_steps():
