@@ -95,19 +95,30 @@ def test_resume_continues_where_it_stopped_and_equals_the_uninterrupted_run(tmp_
     """Interrupted after an evaluation (step 20) and between checkpoints (step 25): the
     reruns ask for the data of step 20 first (not step 0), keep the metric lines written
     up to the checkpoint, drop the ones after it (step 25, logged but not checkpointed),
-    and end with the parameters and metrics of one uninterrupted run."""
+    and end with the parameters and metrics of one uninterrupted run. The training chunk is
+    traced (and compiled) once per run, fresh or resumed: the state it first receives is
+    placed like its own outputs."""
     c = tiny_config(log_every=5)
     kwargs = rhm_task.setup(c)["fit_kwargs"]
     full = train.fit(c, str(tmp_path / "full"), **kwargs)
-    assert train.fit(c, str(tmp_path / "cut"), stop_at=20, **kwargs)["done"] is False
+    traces = []
+
+    def loss_fn(*args):
+        traces.append(1)
+        return kwargs["loss_fn"](*args)
+
+    assert train.fit(c, str(tmp_path / "cut"), stop_at=20, **dict(kwargs, loss_fn=loss_fn))["done"] is False
+    assert len(traces) == 1  # 4 chunks of 5 steps
     before = (tmp_path / "cut" / "metrics.jsonl").read_text()
     batches, asked = recording(kwargs["batches"])
     assert train.fit(c, str(tmp_path / "cut"), stop_at=25, **dict(kwargs, batches=batches))["steps"] == 25
     after = (tmp_path / "cut" / "metrics.jsonl").read_text()
     assert asked[0] == 20 and after.startswith(before) and '"step": 25' in after[len(before):]
     batches, asked = recording(kwargs["batches"])
-    resumed = train.fit(c, str(tmp_path / "cut"), **dict(kwargs, batches=batches))
+    traces.clear()
+    resumed = train.fit(c, str(tmp_path / "cut"), **dict(kwargs, batches=batches, loss_fn=loss_fn))
     assert asked[0] == 20  # the step-25 interruption saved nothing: back to the checkpoint of step 20
+    assert len(traces) == 1  # 4 chunks of 5 steps after the restore
     assert resumed["steps"] == full["steps"] == 40
     for a, b in zip(leaves(full["params"]), leaves(resumed["params"])):
         np.testing.assert_array_equal(a, b)
@@ -115,26 +126,6 @@ def test_resume_continues_where_it_stopped_and_equals_the_uninterrupted_run(tmp_
     batches, asked = recording(kwargs["batches"])
     again = train.fit(c, str(tmp_path / "cut"), **dict(kwargs, batches=batches))  # finished: nothing left
     assert again["steps"] == 40 and again["best_step"] == full["best_step"] and asked == []
-
-
-def test_the_training_chunk_is_compiled_once_per_run(tmp_path):
-    """The state the chunk first receives (made, or restored, by a pmap over the trainer's
-    axis) is placed like the chunk's own outputs, so the chunk is traced -- and compiled --
-    once per run, fresh or resumed (with another mesh axis name it compiled again on its
-    second call)."""
-    c = tiny_config(num_steps=20, eval_every=10, steps_per_call=5)
-    kwargs = rhm_task.setup(c)["fit_kwargs"]
-    traces = []
-
-    def loss_fn(*args):
-        traces.append(1)
-        return kwargs["loss_fn"](*args)
-
-    assert train.fit(c, str(tmp_path), stop_at=10, **dict(kwargs, loss_fn=loss_fn))["steps"] == 10  # 2 chunks
-    assert len(traces) == 1
-    traces.clear()
-    assert train.fit(c, str(tmp_path), **dict(kwargs, loss_fn=loss_fn))["steps"] == 20  # resumed: 2 more
-    assert len(traces) == 1
 
 
 def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
