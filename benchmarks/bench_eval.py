@@ -123,7 +123,7 @@ def cases(num: int, width: int, T: int) -> dict[str, Case]:
     g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 3, 2, 3)
     schedule = d3pm.linear_schedule(T)
     model = UNet(v=g.v, s=g.s, L=g.L, width=width, T=T)
-    params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, g.d), jnp.int32), jnp.ones((1,), jnp.int32))
+    params = jax.jit(model.init)(jax.random.PRNGKey(1), jnp.zeros((1, g.d), jnp.int32), jnp.ones((1,), jnp.int32))
     keys = d3pm.sequence_keys(jax.random.PRNGKey(2), num)
     x0 = rhm.sample(jax.random.PRNGKey(3), g, num)[0]
     gflop = T * num * unet_forward_flops(g.v, g.s, g.L, width) / 1e9
@@ -134,7 +134,7 @@ def cases(num: int, width: int, T: int) -> dict[str, Case]:
     unet_logits = Partial(model.apply, params)
     oracle = evaluate.oracle_logits_fn(g, schedule)
     tf = Transformer(vocab_size=64, num_layers=2, num_heads=4, head_dim=32, cond_dim=64, mlp_multiple_of=32, max_len=128)
-    tparams = tf.init(jax.random.PRNGKey(4), jnp.zeros((1, 128), jnp.int32), jnp.zeros((1,)))
+    tparams = jax.jit(tf.init)(jax.random.PRNGKey(4), jnp.zeros((1, 128), jnp.int32), jnp.zeros((1,)))
     masking = md4.MaskingSchedule("linear")
     tkeys = keys[:64]
     return {
