@@ -59,7 +59,7 @@ def main():
     chunk = train._make_chunk_fn(md4_task.md4_loss_fn(model, schedule, args.vocab), tx, jax.random.PRNGKey(0),
                                  args.batch, devices, ema_decay=c.train.ema_decay)
     initial = lambda p: train.initial_state_fn(lambda: p, tx, c.train.ema_decay, c.train.ema_debias)(None)
-    box = [jax.pmap(initial, axis_name=train.AXIS, devices=devices)(jax.tree_util.tree_map(lambda a: a[None], params))]
+    box = [train.device_pmap(initial, devices)(jax.tree_util.tree_map(lambda a: a[None], params))]
     k = args.steps_per_call
     x = np.random.default_rng(0).integers(0, args.vocab, (1, k, args.batch, args.seq_len)).astype(np.int32)
     firsts = np.zeros((1,), np.int32)

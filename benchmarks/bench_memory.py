@@ -49,7 +49,7 @@ def main():
     init = train.initial_state_fn(lambda: model.init(jax.random.PRNGKey(1), jnp.zeros((1, g.d), jnp.int32),
                                                      jnp.ones((1,), jnp.int32)), tx)
     rss0 = peak_rss_gb()
-    state = jax.pmap(init, axis_name=train.AXIS, devices=devices)(np.zeros(1))
+    state = train.device_pmap(init, devices)(np.zeros(1))
     jax.block_until_ready(state)
     n_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(state.params))
     rss_init = peak_rss_gb()

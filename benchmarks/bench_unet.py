@@ -68,7 +68,7 @@ def train_chunk(variant: str, width: int, optimizer: str, steps: int):
     tx = train.make_optimizer(optimizer, c.train.lr, c.train.momentum, kw["lr_scale"])
     devices = jax.local_devices()[:1]
     chunk = train._make_chunk_fn(kw["loss_fn"], tx, jax.random.PRNGKey(0), c.train.batch_size, devices)
-    box = [jax.pmap(train.initial_state_fn(kw["init_params"], tx), axis_name=train.AXIS, devices=devices)(np.zeros(1))]
+    box = [train.device_pmap(train.initial_state_fn(kw["init_params"], tx), devices)(np.zeros(1))]
     x = kw["batches"](0, steps, slice(None))[None]
     step_ids = np.arange(steps, dtype=np.int32)[None]
 

@@ -67,7 +67,7 @@ def time_step(name, loss_fn, init_params, tx, batch, steps: int, dtype: str, pea
     devices = jax.local_devices()[:1]
     chunk = train._make_chunk_fn(loss_fn, tx, jax.random.PRNGKey(0), len(batch), devices, ema_decay)
     initial = train.initial_state_fn(init_params, tx, ema_decay, ema_debias=False)  # EMA from the initial weights
-    state = jax.pmap(initial, axis_name=train.AXIS, devices=devices)(np.zeros(1))
+    state = train.device_pmap(initial, devices)(np.zeros(1))
     n_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(state.params))
     x = np.asarray(batch)[None, None]
     first, step_ids = np.zeros((1,), np.int32), np.zeros((1, 1), np.int32)

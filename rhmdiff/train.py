@@ -188,6 +188,15 @@ def ema_params(state: TrainState, decay: float, debias: bool):
     return jax.tree_util.tree_map(lambda e: e / (1.0 - decay**step), state.ema_params)
 
 
+def device_pmap(fn, devices, **pmap_kwargs):
+    """``jax.pmap(fn)`` over the trainer's axis ``AXIS``: over ``devices`` in one process, over
+    every global device with several (each process feeds its local ones; a subset of devices
+    only makes sense in a single process). States made by it are placed like the training
+    chunk's outputs, so the chunk compiles once: a pmap with another axis name places them
+    otherwise, and the chunk compiled again on its second call."""
+    return jax.pmap(fn, axis_name=AXIS, devices=devices if jax.process_count() == 1 else None, **pmap_kwargs)
+
+
 def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices, ema_decay: float = 0.0):
     """pmapped ``(state, first, steps[n], batches[n, per_device, ...]) -> (state, metrics[n])``,
     ``first``: the global index of the device's first example in every batch. The state is
@@ -218,9 +227,7 @@ def _make_chunk_fn(loss_fn, tx, key, per_device: int, devices, ema_decay: float 
             return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
         return jax.lax.scan(lambda st, inp: one_step(st, inp, first), state, (steps, batches))
 
-    # Several processes: pmap must span every global device (each process feeds its local
-    # ones); a subset of devices only makes sense in a single process.
-    return jax.pmap(chunk, axis_name=AXIS, donate_argnums=0, devices=devices if jax.process_count() == 1 else None)
+    return device_pmap(chunk, devices, donate_argnums=0)
 
 
 def _distributed() -> bool:
@@ -558,14 +565,14 @@ def fit(config, workdir, *, init_params: Callable, loss_fn: Callable, batches: C
     if restored is not None:
         meta = {**meta, **restored[1]}  # fields added since keep their defaults
         step = int(restored[0].step)
-        rstate = jax.pmap(lambda x: x, axis_name=AXIS, devices=devices if n_proc == 1 else None)(
+        rstate = device_pmap(lambda x: x, devices)(
             jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (n_dev,) + np.shape(x)), restored[0]))
         del restored
         logging.info("resumed from step %d of %s", step, workdir)
     else:
         step = 0
         logging.info("initializing %d parameters on %d devices", num_params(abstract.params), n_dev)
-        rstate = jax.pmap(initial_state, axis_name=AXIS, devices=devices if n_proc == 1 else None)(np.zeros(n_dev))
+        rstate = device_pmap(initial_state, devices)(np.zeros(n_dev))
     if jax.process_index() == 0:
         ckpt.forget_after(step, meta["best_step"])
     _barrier("rhmdiff resume cleaned")

@@ -38,7 +38,7 @@ MUTANTS = [
      "        grads = mean(grads)\n", "",
      ["tests/test_train.py::test_pmap_on_four_devices_matches_one_device"]),
     ("trainer: the initial state is placed on another mesh axis (the chunk compiles twice)", "rhmdiff/train.py",
-     "jax.pmap(initial_state, axis_name=AXIS, devices", "jax.pmap(initial_state, devices",
+     "device_pmap(initial_state, devices)", "jax.pmap(initial_state, devices=devices)",
      ["tests/test_train.py::test_resume_continues_where_it_stopped_and_equals_the_uninterrupted_run"]),
     ("trainer: every example of a device gets the same key", "rhmdiff/train.py",
      "return jax.vmap(lambda i: jax.random.fold_in(k, i))(first + jnp.arange(num))",
