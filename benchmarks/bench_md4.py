@@ -8,9 +8,7 @@ device, median over ``--repeats`` after a warm-up: milliseconds per step, traini
 second and the parameter count. In the same run: one forward pass (the step's cost in
 forward passes; ~3 is the theory), the step's FLOPs (6 x non-embedding parameters x tokens
 + attention + the read-out, from the shapes) and the GFLOP/s of a plain 2048^3 float32 matmul
-(the machine's practical peak). Raw times only: MD4's own train step cannot run in this
-process (it needs TensorFlow/Orbax versions of its own), so a ratio against it would divide
-by a number from another machine or day; time both side by side on one machine instead.
+(the machine's practical peak), in the same run.
 ``--dtype`` float32 (CPU default) or bfloat16 (accelerators). ``--steps_per_call`` > 1
 times the steps inside the trainer's ``lax.scan`` chunk (reported per step).
 """
@@ -20,18 +18,18 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+from measure import TrainerStep, config, matmul_gflops, timed
 
-from bench_unet import matmul_gflops, median_seconds  # noqa: E402 -- benchmarks/ is on the path when run as a script
-from rhmdiff import train
-from rhmdiff.config_base import sibling_config
+from rhmdiff import from_config, train
+from rhmdiff._util import num_params
+from rhmdiff.models import transformer
 from rhmdiff.tasks import md4 as md4_task
-from rhmdiff.models.transformer import glu_hidden, num_params
 
 
 def step_flops(c, vocab: int, tokens: int, seq_len: int) -> float:
     """Training FLOPs of one step (x3 of the forward's multiply-adds x2)."""
     d = c.model.num_heads * c.model.head_dim
-    per_layer = 4 * d * d + 3 * d * glu_hidden(d, c.model.mlp_multiple_of)  # qkv, out, GLU
+    per_layer = 4 * d * d + 3 * d * transformer.glu_hidden(d, c.model.mlp_multiple_of)  # qkv, out, GLU
     attention = 2 * seq_len * d  # scores + weighted values, per token per layer
     forward = 2 * tokens * (c.model.num_layers * (per_layer + attention) + d * vocab)
     return 3.0 * forward
@@ -48,31 +46,21 @@ def main():
     parser.add_argument("--steps_per_call", type=int, default=1)
     args = parser.parse_args()
 
-    c = sibling_config(__file__.replace("benchmarks", "configs"), "md4_owt").get_config()
+    c = config("md4_owt")
     c.model.update(num_layers=args.layers, dtype=args.dtype)
     c.data.seq_len = args.seq_len
     c.train.update(batch_size=args.batch, num_steps=10**6)
-    model, schedule = md4_task.model_from_config(c, args.vocab), md4_task.schedule_from_config(c)
-    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, args.seq_len), jnp.int32), jnp.zeros((1,)))
-    tx = train.optimizer_from_config(c.train)
-    devices = jax.local_devices()[:1]
-    chunk = train._make_chunk_fn(md4_task.md4_loss_fn(model, schedule, args.vocab), tx, jax.random.PRNGKey(0),
-                                 args.batch, devices, ema_decay=c.train.ema_decay)
-    initial = lambda p: train.initial_state_fn(lambda: p, tx, c.train.ema_decay, c.train.ema_debias)(None)
-    box = [train.device_pmap(initial, devices)(jax.tree_util.tree_map(lambda a: a[None], params))]
+    model, schedule = from_config.md4_model(c, args.vocab), from_config.masking_schedule(c)
+    init = lambda: transformer.init_params(model, jax.random.PRNGKey(0), args.seq_len)
+    step = TrainerStep(md4_task.md4_loss_fn(model, schedule, args.vocab), init, train.optimizer_from_config(c.train),
+                       args.batch, c.train.ema_decay, c.train.ema_debias)
     k = args.steps_per_call
-    x = np.random.default_rng(0).integers(0, args.vocab, (1, k, args.batch, args.seq_len)).astype(np.int32)
-    firsts = np.zeros((1,), np.int32)
-    step_ids = np.arange(k, dtype=np.int32)[None]
-
-    def run():
-        box[0], metrics = chunk(box[0], firsts, step_ids, x)
-        return metrics
-
-    step_s = median_seconds(run, args.repeats)[0] / k
+    x = np.random.default_rng(0).integers(0, args.vocab, (k, args.batch, args.seq_len)).astype(np.int32)
+    step_s = timed(lambda: step.run(x), args.repeats).median_s / k
+    params = jax.jit(init)()
     forward = jax.jit(model.apply)
-    xt, t = jnp.asarray(x[0, 0]), jnp.full((args.batch,), 0.5)
-    forward_s = median_seconds(lambda: forward(params, xt, t), args.repeats)[0]
+    xt, t = jnp.asarray(x[0]), jnp.full((args.batch,), 0.5)
+    forward_s = timed(lambda: forward(params, xt, t), args.repeats).median_s
     peak = matmul_gflops(2048, args.repeats)
     tokens = args.batch * args.seq_len
     flops = step_flops(c, args.vocab, tokens, args.seq_len)

@@ -10,24 +10,15 @@ size after initialization and after the steps, and the milliseconds per step.
 """
 import argparse
 import json
-import os
-import resource
-import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from measure import TrainerStep, config, peak_rss_gb
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from rhmdiff import train  # noqa: E402
-from rhmdiff.config_base import sibling_config  # noqa: E402
-from rhmdiff.models import unet  # noqa: E402
-from rhmdiff.tasks import rhm as rhm_task  # noqa: E402
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+from rhmdiff import from_config, train
+from rhmdiff.models import unet
+from rhmdiff.tasks import rhm as rhm_task
 
 
 def main():
@@ -37,35 +28,29 @@ def main():
     parser.add_argument("--width", type=int, default=None, help="override model.width")
     args = parser.parse_args()
     path, _, preset = args.config.partition(":")
-    c = sibling_config(os.path.abspath(path), os.path.basename(path)[:-3]).get_config(*([preset] if preset else []))
+    c = config(path.rsplit("/", 1)[-1].removesuffix(".py"), preset or None)
     if args.width:
         c.model.width = args.width
-    g = rhm_task.grammar_from_config(c)
-    model = rhm_task.model_from_config(c, g)
-    schedule = rhm_task.schedule_from_config(c)
+    g = from_config.grammar(c)
+    model = from_config.unet_model(c, g)
+    schedule = from_config.d3pm_schedule(c)
     loss = rhm_task.rhm_loss_fn(model, schedule, g.v, c.diffusion.hybrid_coeff, c.diffusion.objective)
     tx = train.optimizer_from_config(c.train, unet.mup_lr_scale(c.model.width) if c.train.optimizer == "sgd" else 1.0)
-    devices = jax.local_devices()[:1]
-    init = train.initial_state_fn(lambda: model.init(jax.random.PRNGKey(1), jnp.zeros((1, g.d), jnp.int32),
-                                                     jnp.ones((1,), jnp.int32)), tx)
     rss0 = peak_rss_gb()
-    state = train.device_pmap(init, devices)(np.zeros(1))
-    jax.block_until_ready(state)
-    n_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(state.params))
+    step = TrainerStep(loss, lambda: unet.init_params(model, jax.random.PRNGKey(1), g.d), tx, c.train.batch_size)
+    jax.block_until_ready(step.state)
     rss_init = peak_rss_gb()
-    chunk = train._make_chunk_fn(loss, tx, jax.random.PRNGKey(0), c.train.batch_size, devices)
-    x = np.asarray(jax.random.randint(jax.random.PRNGKey(2), (1, 1, c.train.batch_size, g.d), 0, g.v), np.int32)
+    x = np.asarray(jax.random.randint(jax.random.PRNGKey(2), (1, c.train.batch_size, g.d), 0, g.v), np.int32)
     times = []
-    for step in range(args.steps):
+    for _ in range(args.steps):
         t0 = time.perf_counter()
-        state, metrics = chunk(state, np.zeros((1,), np.int32), np.full((1, 1), step, np.int32), x)
-        jax.block_until_ready(metrics)
+        metrics = jax.block_until_ready(step.run(x))
         times.append(time.perf_counter() - t0)
     moments = (1 if c.train.momentum else 0) if c.train.optimizer == "sgd" else 2  # momentum / Adam's two
     print(json.dumps({
-        "config": args.config, "variant": c.model.variant, "width": c.model.width, "parameters": n_params,
+        "config": args.config, "variant": c.model.variant, "width": c.model.width, "parameters": step.num_params,
         "batch": c.train.batch_size, "optimizer": c.train.optimizer,
-        "needed_gb": round(4 * n_params * (2 + moments) / 1e9, 2),  # parameters, gradients, optimizer moments
+        "needed_gb": round(4 * step.num_params * (2 + moments) / 1e9, 2),  # parameters, gradients, optimizer moments
         "peak_rss_gb_before": round(rss0, 2), "peak_rss_gb_after_init": round(rss_init, 2),
         "peak_rss_gb": round(peak_rss_gb(), 2),
         "first_step_s": round(times[0], 2), "ms_per_step": round(1e3 * float(np.median(times[1:] or times)), 1),

@@ -9,7 +9,7 @@ Full sizes: (a) the ``rhm_L3.py:paper`` U-Net (authors' variant, width 8192, v=3
 batch 32, SGD + momentum, float32; (b) the ``md4_owt.py`` transformer (12 layers, D = 768,
 vocabulary 50257, bfloat16 compute) at batch 64 x 1024 tokens, or half of it until it fits,
 AdamW + EMA; (c) the ``ddpm_imagenet64.py`` U-Net at batch 128 on 64x64 images, Adam + EMA.
-Each is the trainer's own pmapped step on one device (``rhmdiff.train._make_chunk_fn``),
+Each is the trainer's own pmapped step on one device (``rhmdiff.train.make_chunk_fn``),
 timed over ``--steps`` steps after a compile; the whole check is meant to finish in ~8
 minutes on one H100/H200. Peaks (dense, per chip; ``--peak_tflops`` overrides): H100/H200
 989 TFLOP/s bf16 and 67 float32 (495 TF32), A100 312 / 19.5 (156 TF32), TPU v4 275, v5e 197,
@@ -17,25 +17,18 @@ v5p 459, v6e 918 (bf16); on a CPU, the float32 GFLOP/s of a 2048^3 matmul measur
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from measure import TrainerStep, config, matmul_gflops, peak_rss_gb
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from rhmdiff import train  # noqa: E402
-from rhmdiff.config_base import sibling_config  # noqa: E402
-from rhmdiff.models import unet  # noqa: E402
-from rhmdiff.tasks import ddpm as ddpm_task  # noqa: E402
-from rhmdiff.tasks import md4 as md4_task  # noqa: E402
-from rhmdiff.tasks import rhm as rhm_task  # noqa: E402
-from bench_memory import peak_rss_gb  # noqa: E402 -- benchmarks/ is on the path when run as a script
-from bench_unet import matmul_gflops  # noqa: E402
+from rhmdiff import from_config, train
+from rhmdiff.models import image_unet, transformer, unet
+from rhmdiff.tasks import ddpm as ddpm_task
+from rhmdiff.tasks import md4 as md4_task
+from rhmdiff.tasks import rhm as rhm_task
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "x.py")
 PEAKS = {  # dense TFLOP/s per chip: (bfloat16, float32)
     "H100": (989.0, 67.0), "H200": (989.0, 67.0), "A100": (312.0, 19.5), "L4": (121.0, 30.0),
     "TPU v4": (275.0, 275.0), "TPU v5 lite": (197.0, 197.0), "TPU v5e": (197.0, 197.0), "TPU v5p": (459.0, 459.0),
@@ -64,15 +57,12 @@ def memory_used() -> dict:
 
 def time_step(name, loss_fn, init_params, tx, batch, steps: int, dtype: str, peak_override, ema_decay=0.0):
     """The trainer's step (one device) on ``batch``: compile, then ``steps`` timed steps."""
-    devices = jax.local_devices()[:1]
-    chunk = train._make_chunk_fn(loss_fn, tx, jax.random.PRNGKey(0), len(batch), devices, ema_decay)
-    initial = train.initial_state_fn(init_params, tx, ema_decay, ema_debias=False)  # EMA from the initial weights
-    state = train.device_pmap(initial, devices)(np.zeros(1))
-    n_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(state.params))
+    trainer = TrainerStep(loss_fn, init_params, tx, len(batch), ema_decay, ema_debias=False)  # EMA from the weights
+    state, n_params = trainer.state, trainer.num_params
     x = np.asarray(batch)[None, None]
     first, step_ids = np.zeros((1,), np.int32), np.zeros((1, 1), np.int32)
     t0 = time.perf_counter()
-    compiled = chunk.lower(state, first, step_ids, x).compile()
+    compiled = trainer.chunk.lower(state, first, step_ids, x).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float((cost or {}).get("flops", 0.0))
@@ -95,30 +85,30 @@ def time_step(name, loss_fn, init_params, tx, batch, steps: int, dtype: str, pea
 
 
 def rhm_unet(size: str, steps: int, peak):
-    c = sibling_config(CONFIGS, "rhm_L3").get_config("paper")
+    c = config("rhm_L3", "paper")
     if size == "tiny":
         c.model.width, c.train.batch_size = 64, 8
-    g = rhm_task.grammar_from_config(c)
-    schedule = rhm_task.schedule_from_config(c)
-    model = rhm_task.model_from_config(c, g)
+    g = from_config.grammar(c)
+    schedule = from_config.d3pm_schedule(c)
+    model = from_config.unet_model(c, g)
     loss = rhm_task.rhm_loss_fn(model, schedule, g.v, c.diffusion.hybrid_coeff, c.diffusion.objective)
     tx = train.optimizer_from_config(c.train, unet.mup_lr_scale(c.model.width))
-    init = lambda: model.init(jax.random.PRNGKey(1), jnp.zeros((1, g.d), jnp.int32), jnp.ones((1,), jnp.int32))
+    init = lambda: unet.init_params(model, jax.random.PRNGKey(1), g.d)
     batch = np.asarray(jax.random.randint(jax.random.PRNGKey(2), (c.train.batch_size, g.d), 0, g.v), np.int32)
     return time_step(f"rhm_L3:paper U-Net ({c.model.variant}, width {c.model.width})", loss, init, tx, batch, steps,
                      "float32", peak)
 
 
 def md4_transformer(size: str, steps: int, peak):
-    c = sibling_config(CONFIGS, "md4_owt").get_config()
+    c = config("md4_owt")
     vocab, batch, seq = 50257, c.train.batch_size, c.data.seq_len
     if size == "tiny":
         c.model.update(num_layers=2, num_heads=2, head_dim=32, dtype="float32")
         vocab, batch, seq = 512, 2, 128
     c.data.seq_len = seq
-    model, schedule = md4_task.model_from_config(c, vocab), md4_task.schedule_from_config(c)
+    model, schedule = from_config.md4_model(c, vocab), from_config.masking_schedule(c)
     tx = train.optimizer_from_config(c.train, num_steps=10**6)
-    init = lambda: model.init(jax.random.PRNGKey(1), jnp.zeros((1, seq), jnp.int32), jnp.zeros((1,)))
+    init = lambda: transformer.init_params(model, jax.random.PRNGKey(1), seq)
     while True:
         x = np.random.default_rng(0).integers(0, vocab, (batch, seq)).astype(np.int32)
         try:
@@ -132,14 +122,14 @@ def md4_transformer(size: str, steps: int, peak):
 
 
 def imagenet_unet(size: str, steps: int, peak):
-    c = sibling_config(CONFIGS, "ddpm_imagenet64").get_config()
+    c = config("ddpm_imagenet64")
     batch, px = c.train.batch_size, c.data.image_size
     if size == "tiny":
         c.model.update(channels=8, channel_mult=(1,), num_res_blocks=1, attention_resolutions=(8,), num_heads=2)
         batch, px = 2, 8
-    model, schedule = ddpm_task.model_from_config(c), ddpm_task.schedule_from_config(c)
+    model, schedule = from_config.image_model(c), from_config.gaussian_schedule(c)
     tx = train.optimizer_from_config(c.train, num_steps=10**6)
-    init = lambda: model.init(jax.random.PRNGKey(1), jnp.zeros((1, px, px, 3)), jnp.zeros((1,), jnp.int32))
+    init = lambda: image_unet.init_params(model, jax.random.PRNGKey(1), px)
     x = np.random.default_rng(0).integers(0, 256, (batch, px, px, 3)).astype(np.uint8)
     return time_step(f"ddpm_imagenet64 U-Net ({c.model.channels} channels)", ddpm_task.ddpm_loss_fn(
         model, schedule, c.diffusion.lam), init, tx, x, steps, "float32", peak, ema_decay=c.train.ema_decay)

@@ -5,7 +5,7 @@ profile (``jax.profiler`` trace), printed as JSON.
     python benchmarks/profile_step.py --case d3pm_sampler [--path device|loop] [--num 256] [--width 256] [--T 1000]
 
 ``--case train`` (default) runs ``--steps`` steps of the trainer's chunk (as ``bench_unet.py``:
-batch 32, the ``rhm_L3`` grammar, one ``lax.scan``); the other cases are ``bench_eval.py``'s
+batch 32, the ``rhm_L3`` grammar, one ``lax.scan``); the other cases are ``eval_cases.py``'s
 (``d3pm_sampler``, ``oracle_sampler``, ``d3pm_bound``, ``oracle_bound``, ``md4_sampler``), run
 as the library's loop on the device (``--path device``) or as the host loop of T jitted steps
 (``--path loop``), and a "step" is then one diffusion step of all ``--num`` sequences. The run
@@ -28,10 +28,10 @@ import os
 import re
 import tempfile
 
+import eval_cases
 import jax
+from measure import config, rhm_step, timed
 
-import bench_eval
-from bench_unet import median_seconds, train_chunk
 from rhmdiff.models import unet
 
 
@@ -109,7 +109,7 @@ def dumped_hlo(dump_dir: str, ops) -> dict[str, dict[str, str]]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("train",) + bench_eval.CASES, default="train")
+    parser.add_argument("--case", choices=("train",) + eval_cases.CASES, default="train")
     parser.add_argument("--variant", choices=unet.VARIANTS, default="rhmdiff")
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
@@ -123,14 +123,19 @@ def main():
         # read when JAX starts its backend, on the first computation below
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
         if args.case == "train":
-            run, steps = train_chunk(args.variant, args.width, args.optimizer, args.steps), args.steps
+            c = config("rhm_L3")
+            c.model.update(variant=args.variant, width=args.width)
+            c.train.update(optimizer=args.optimizer, lr=0.1 if args.optimizer == "sgd" else 1e-4,
+                           steps_per_call=args.steps)
+            trainer, x = rhm_step(c)
+            run, steps = lambda: trainer.run(x), args.steps
             row = {"case": "train", "variant": args.variant, "width": args.width, "optimizer": args.optimizer}
         else:
-            case = bench_eval.cases(args.num, args.width, args.T)[args.case]
+            case = eval_cases.cases(args.num, args.width, args.T)[args.case]
             run, steps = getattr(case, args.path), case.steps
             row = {"case": args.case, "path": args.path, "num": args.num, "width": args.width}
         # without the profiler
-        wall = median_seconds(run, 3)[0]
+        wall = timed(run, 3).median_s
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             jax.block_until_ready(run())
         totals = exclusive_times(op_events(trace_dir))

@@ -7,13 +7,13 @@ sequences generated at every point of the P sweep (run ``configs/sweep_P.py`` fi
 """
 import ml_collections
 
-from rhmdiff.config_base import base_config
+from rhmdiff.config_base import base_config, grammar_config
 
 
 def get_config():
     c = base_config("correlations", seed=0)
     # the grammar of configs/rhm_L3.py:cpu and configs/sweep_P.py:cpu, and its diffusion (oracle samples)
-    c.rhm = ml_collections.ConfigDict(dict(v=8, m=3, s=2, L=3, seed=0))
+    c.rhm = grammar_config(v=8, m=3, s=2, L=3, seed=0, rules_file="")
     c.data = ml_collections.ConfigDict(dict(train_size=0, val_size=0, test_size=0))
     c.diffusion = ml_collections.ConfigDict(dict(T=1000, schedule="linear", beta_min=1e-4, beta_max=0.02))
     c.correlations = ml_collections.ConfigDict(dict(

@@ -14,7 +14,7 @@ are kept at log-spaced steps 10^2 ... 10^5 for the layer-wise MMD.
 """
 import ml_collections
 
-from rhmdiff.config_base import base_config
+from rhmdiff.config_base import base_config, train_config
 
 
 def get_config():
@@ -26,12 +26,12 @@ def get_config():
         channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=3, attention_resolutions=(16, 8), num_heads=4,
         dropout=0.0, rescale_timesteps=True))
     c.diffusion = ml_collections.ConfigDict(dict(T=4000, lam=0.001))
-    c.train = ml_collections.ConfigDict(dict(
+    c.train = train_config(
         optimizer="adam", lr=1e-4, lr_schedule="constant", warmup_steps=0, grad_clip=0.0, ema_decay=0.9999,
         ema_debias=False, momentum=0.0, batch_size=128, num_steps=-1,  # -1: data.epochs epochs
         eval_every=10_000, checkpoint_every=2000, log_every=100, patience=10**9,
         steps_per_call=1,  # one call per step: XLA:CPU runs conv steps ~20x slower inside lax.scan
-        max_nonfinite=100, check_replicas=False,
-        keep_steps=tuple(sorted({round(10 ** (k / 4)) for k in range(8, 21)}))))  # 10^2 .. 10^5, log-spaced
+        max_nonfinite=100,
+        keep_steps=tuple(sorted({round(10 ** (k / 4)) for k in range(8, 21)})))  # 10^2 .. 10^5, log-spaced
     c.eval = ml_collections.ConfigDict(dict(val_images=1024, batch_size=128, num_samples=64, sample_steps=250))
     return c

@@ -15,7 +15,7 @@ for GPUs/TPUs.
 """
 import ml_collections
 
-from rhmdiff.config_base import base_config
+from rhmdiff.config_base import base_config, train_config
 
 
 def get_config():
@@ -29,13 +29,14 @@ def get_config():
         num_layers=12, num_heads=12, head_dim=64, cond_dim=128, mlp_multiple_of=256, positions="rope",
         dtype="bfloat16"))
     c.diffusion = ml_collections.ConfigDict(dict(schedule="linear", eps=1e-4, power=1.0))
-    c.train = ml_collections.ConfigDict(dict(
+    c.train = train_config(
         optimizer="adamw", lr=3e-4, lr_schedule="cosine", warmup_steps=2000, lr_decay_steps=1_000_000,
         weight_decay=0.0, grad_clip=0.0, b2=0.999, ema_decay=0.9999, ema_debias=False, momentum=0.0,
         batch_size=64, num_steps=-1,  # -1: one epoch
         eval_every=10_000, checkpoint_every=5000, log_every=500, patience=10**9, steps_per_call=100,
-        max_nonfinite=100, check_replicas=False,
-        keep_tokens=tuple(float(10**e) for e in (7, 7.5, 8, 8.5, 9, 9.5, 10))))
+        max_nonfinite=100)
+    # training tokens at which the (EMA) parameters are kept (the trainer's keep_steps, derived)
+    c.train.keep_tokens = tuple(float(10**e) for e in (7, 7.5, 8, 8.5, 9, 9.5, 10))
     c.eval = ml_collections.ConfigDict(dict(
         val_sequences=1024, batch_size=64, num_samples=1024, sample_steps=1000, sampling_grid="cosine",
         top_p=0.0))  # top_p 0: off (MD4's ancestral sampler)

@@ -22,23 +22,23 @@ widths 256 ... 4096.
 """
 import ml_collections
 
-from rhmdiff.config_base import base_config, check_preset
+from rhmdiff.config_base import base_config, check_preset, grammar_config, train_config
 
 
 def get_config(preset: str = "cpu"):
     check_preset(preset, ("cpu", "paper"))
     c = base_config("rhm", seed=0)  # seed: initialization, data order, diffusion noise, sampling
-    c.rhm = ml_collections.ConfigDict(dict(v=8, m=3, s=2, L=3, seed=0))  # grammar seed
+    c.rhm = grammar_config(v=8, m=3, s=2, L=3, seed=0, rules_file="")  # grammar seed, or a rules file
     c.data = ml_collections.ConfigDict(dict(train_size=4096, val_size=1024, test_size=1024, online=False))
     c.model = ml_collections.ConfigDict(dict(variant="rhmdiff", width=256, time_conditioning="embedding"))
     # Objective per token: L_t + hybrid_coeff * CE(x_0 | x_t) ("hybrid"; d3pm.loss_terms).
     c.diffusion = ml_collections.ConfigDict(dict(
         objective="hybrid", T=1000, schedule="linear", beta_min=1e-4, beta_max=0.02, hybrid_coeff=1.0))
-    c.train = ml_collections.ConfigDict(dict(
-        optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32, num_steps=60_000, eval_every=2000, patience=10,
-        steps_per_call=100, max_nonfinite=100,
-        check_replicas=False))  # debug: assert identical parameters on every process at each evaluation
-    c.eval = ml_collections.ConfigDict(dict(num_generated=1024, batch_size=1024))
+    c.train = train_config(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32, num_steps=60_000, eval_every=2000,
+                           patience=10, steps_per_call=100, max_nonfinite=100)
+    # val_draws: noise draws (t and x_t) per validation sequence; stage_generated > 0: also A_l of
+    # that many sequences at every step of train.keep_steps
+    c.eval = ml_collections.ConfigDict(dict(num_generated=1024, batch_size=1024, val_draws=1, stage_generated=0))
     if preset == "paper":
         c.rhm.update(v=32, m=8, s=2, L=3)
         c.data.update(train_size=2**18, val_size=2**14, test_size=2**14)

@@ -1,12 +1,24 @@
-"""Accuracy per level vs the number of training points P (paper Fig. 1a and its inset).
+"""The staged learning of the levels vs the number of training points P (paper Fig. 1a and
+its inset) and the sample complexity P* vs m (Fig. 2, blue points), with seeds.
 
     python -m rhmdiff.main --config=configs/sweep_P.py --workdir=runs/sweep_P
     python -m rhmdiff.main --config=configs/sweep_P.py:paper --workdir=runs/sweep_P_paper
 
-One ``rhm`` training per P (resumable: finished points are skipped on rerun), then A_1..A_L
-vs P and vs P / m^{l+1}. ``cpu``: the grammar and model of ``configs/rhm_L3.py:cpu``,
-P from 128 to 4096, 30k steps at most, 512 generated sequences per point. ``paper``:
-rhm_L3's paper preset, P from 2^10 to 2^20, 3 seeds.
+One ``rhm`` training per (m, P, seed) (resumable: finished points are skipped on rerun); a
+seed is another grammar and another training seed.
+
+``cpu`` (2 CPU cores): the grammar family of ``configs/rhm_L3.py:cpu`` (v=8, s=2, L=3) at
+m = 2, 3, 4, 3 seeds, P at 11 log-spaced multiples of each m's P_3 of Eq. 6 from 0.1 to 10
+(m = 3: P = 104 ... 10370, from below P_1 = 115 to 10 P_3; points that exceed the language
+or the batch are skipped: m = 2 keeps 7). The `rhmdiff` U-Net at width 128, SGD + momentum
+in muP at lr 0.1, the `hybrid` objective, evaluated with an EMA of the parameters (decay
+0.999); validation every 1000 steps on 256 sequences with 64 noise draws each (the bound's
+noise ~0.03 bits per token instead of ~0.2 with one draw), the best of at most 40,000 steps,
+stopping 10 validations after the best; 512 generated sequences per point. The convergence
+check reruns the two points nearest each crossing (seed 0, 4096 sequences) with twice the
+steps and with twice the width. P* at A_L = 0.3, 0.5, 0.7 and 0.8. Two points train at a time
+(``sweep.workers``), one per core.
+``paper``: ``rhm_L3.py:paper`` (v=32, m=8), P from 2^10 to 2^20, 3 seeds.
 """
 import ml_collections
 
@@ -16,13 +28,18 @@ from rhmdiff.config_base import sibling_config
 def get_config(preset: str = "cpu"):
     c = sibling_config(__file__, "rhm_L3").get_config(preset)
     c.task = "sweep"
-    c.sweep = ml_collections.ConfigDict(dict(m_values=(c.rhm.m,), seeds=(0,), threshold=0.5, metric="accuracy"))
+    c.sweep = ml_collections.ConfigDict(dict(
+        m_values=(c.rhm.m,), train_sizes=(), relative_sizes=(), seeds=(0, 1, 2),
+        thresholds=(0.3, 0.5, 0.7, 0.8), metric="accuracy",
+        check_seeds=(0,), check_generated=4096,  # the convergence check (() : none)
+        workers=1))  # points trained at a time, one CPU core each
     if preset == "cpu":
-        c.sweep.train_sizes = (128, 256, 512, 1024, 2048, 4096)
-        c.data.update(val_size=512, test_size=256)
-        c.train.update(num_steps=30_000, eval_every=1000, patience=5)
-        c.eval.num_generated = 512
+        c.sweep.update(m_values=(2, 3, 4), relative_sizes=tuple(round(10 ** (k / 5), 3) for k in range(-5, 6)),
+                       workers=2)
+        c.data.update(val_size=256, test_size=0)
+        c.model.width = 128
+        c.train.update(num_steps=40_000, eval_every=1000, patience=10, ema_decay=0.999)
+        c.eval.update(num_generated=512, val_draws=64)
     else:
-        c.sweep.train_sizes = tuple(2**k for k in range(10, 21, 2))
-        c.sweep.seeds = (0, 1, 2)
+        c.sweep.update(train_sizes=tuple(2**k for k in range(10, 21, 2)), check_seeds=())
     return c

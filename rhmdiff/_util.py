@@ -36,6 +36,17 @@ def softmax(x, axis: int = -1):
     return jnp.exp(log_softmax(x, axis))
 
 
+def example_keys(key, num: int, first=0):
+    """One PRNG key per example: ``fold_in(key, first + i)`` for ``i < num``, so an example's
+    draws depend on its index only (not on the batch or the device it lands on)."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(first + jnp.arange(num))
+
+
+def step_keys(keys, step):
+    """``fold_in(keys[i], step)`` for every example's key: its draws at one step of a loop."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
+
+
 def num_params(params) -> int:
     """Number of scalar parameters of a parameter tree."""
     return int(sum(np.prod(np.shape(p)) for p in jax.tree_util.tree_leaves(params)))
@@ -67,3 +78,12 @@ def progress(iterable=None, **kwargs):
     hidden = kwargs.pop("disable", False)
     show = jax.process_index() == 0 and sys.stderr.isatty() and not hidden
     return tqdm(iterable, disable=not show, **kwargs)
+
+
+def quiet_orbax() -> None:
+    """orbax logs every checkpoint step at INFO; keep its warnings and errors only."""
+    import logging as std_logging
+
+    from absl import logging
+    logging.get_absl_handler().addFilter(
+        lambda record: "orbax" not in record.pathname or record.levelno >= std_logging.WARNING)

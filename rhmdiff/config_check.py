@@ -2,7 +2,8 @@
 
 Each task module's ``validate(config)`` combines the field checks below (:func:`integer`,
 :func:`real`, :func:`choice`, ...) and the checks of the sections several tasks share
-(:func:`grammar`, :func:`d3pm_diffusion`, :func:`optimizer`, :func:`rhm_training`).
+(:func:`grammar`, :func:`d3pm_diffusion`, :func:`optimizer`, :func:`generation`,
+:func:`rhm_training`, :func:`grammar_grid`).
 """
 from __future__ import annotations
 
@@ -101,10 +102,25 @@ def grammar_sizes(config, field: str, v, m, s, L) -> None:
 
 
 def grammar(config) -> dict:
-    """``config.rhm`` and the data sizes; returns ``{v, m, s, L}``."""
+    """``config.rhm`` (:data:`rhmdiff.config_base.GRAMMAR_DEFAULTS`) and the data sizes;
+    returns ``{v, m, s, L}``. A ``rules_file`` must hold an unambiguous grammar of those sizes
+    (``DataError`` when it cannot be read as one)."""
     seed(config, "rhm.seed")
     sizes = {k: get(config, f"rhm.{k}") for k in ("v", "m", "s", "L")}
     grammar_sizes(config, "rhm", **sizes)
+    rules_file = get(config, "rhm.rules_file")
+    if not isinstance(rules_file, str):
+        raise ConfigError("rhm.rules_file", f"must be a path or '', got {rules_file!r}")
+    if rules_file:
+        from rhmdiff.data import DataError
+        try:
+            g = rhm.load_rules(rules_file, "config.rhm.rules_file")
+        except ValueError as e:
+            raise DataError(str(e)) from None
+        for name, value in sizes.items():
+            if getattr(g, name) != value:
+                raise ConfigError(f"rhm.{name}", f"is {value} but rhm.rules_file {rules_file} has {name} = "
+                                  f"{getattr(g, name)}")
     total = sum(integer(config, f"data.{k}", 0) for k in ("train_size", "val_size", "test_size"))
     if total > rhm.language_size(**sizes):
         raise ConfigError("data.train_size", f"train_size + val_size + test_size = {total} exceeds "
@@ -123,31 +139,69 @@ def d3pm_diffusion(config) -> None:
 
 
 def optimizer(config) -> None:
-    """``config.train`` fields of :func:`rhmdiff.train.fit` (optional ones only if present)."""
+    """``config.train``: every field of :data:`rhmdiff.config_base.TRAIN_DEFAULTS`."""
     from rhmdiff import train
     choice(config, "train.optimizer", train.OPTIMIZERS)
     integer(config, "train.batch_size", 1)
     real(config, "train.lr", 0.0, float("inf"))
     real(config, "train.momentum", 0.0, 1.0, low_open=False, high_open=True)
+    real(config, "train.b2", 0.0, 1.0)
+    for field in ("weight_decay", "grad_clip"):
+        real(config, f"train.{field}", 0.0, float("inf"), low_open=False)
+    choice(config, "train.lr_schedule", train.LR_SCHEDULES)
     for field in ("eval_every", "patience", "steps_per_call", "max_nonfinite"):
         integer(config, f"train.{field}", 1)
-    for field in ("checkpoint_every", "log_every", "lr_decay_steps"):
-        if field in config.train:
-            integer(config, f"train.{field}", 0)
-    tc = config.train
-    if "lr_schedule" in tc:
-        choice(config, "train.lr_schedule", train.LR_SCHEDULES)
-    if "warmup_steps" in tc:
-        integer(config, "train.warmup_steps", 0)
-    for field, high in (("weight_decay", float("inf")), ("grad_clip", float("inf")), ("ema_decay", 1.0)):
-        if field in tc:
-            real(config, f"train.{field}", 0.0, high, low_open=False)
-    if "ema_debias" in tc:
-        flag(config, "train.ema_debias")
-    if "b2" in tc:
-        real(config, "train.b2", 0.0, 1.0)
-    if "check_replicas" in tc:
-        flag(config, "train.check_replicas")
+    for field in ("checkpoint_every", "log_every", "lr_decay_steps", "warmup_steps"):
+        integer(config, f"train.{field}", 0)
+    keep = get(config, "train.keep_steps")
+    if not isinstance(keep, (list, tuple)) or not all(_is_int(x) and x >= 1 for x in keep):
+        raise ConfigError("train.keep_steps", f"must be a list of integers >= 1, got {keep!r}")
+    real(config, "train.ema_decay", 0.0, 1.0, low_open=False)
+    flag(config, "train.ema_debias")
+    flag(config, "train.check_replicas")
+
+
+def grammar_grid(config) -> None:
+    """The grammar grid and the P grid of the sweeps that need no training (``clustering_sweep``,
+    ``onestep``): ``sweep.{v, s, m_values, num_seeds, num_P, P_min, P_max}``."""
+    seed(config)
+    v, s = integer(config, "sweep.v", 1), integer(config, "sweep.s", 2)
+    for m in int_list(config, "sweep.m_values", 1):
+        grammar_sizes(config, "sweep.m_values", v, m, s, 2)
+    integer(config, "sweep.num_seeds", 1)
+    integer(config, "sweep.num_P", 2)
+    p_min = integer(config, "sweep.P_min", 2)
+    if integer(config, "sweep.P_max", 2, 10**9) <= p_min:
+        raise ConfigError("sweep.P_max", f"must be > P_min = {p_min}")
+
+
+def generation(config) -> None:
+    """The fields that the ``rhm`` and ``oracle`` tasks share: grammar, diffusion, generation."""
+    seed(config)
+    grammar(config)
+    d3pm_diffusion(config)
+    integer(config, "eval.num_generated", 1)
+    integer(config, "eval.batch_size", 1)
+
+
+def rhm_training(config) -> None:
+    """The fields of RHM training (the ``rhm`` task and the tasks that train ``rhm`` runs)."""
+    from rhmdiff.diffusion import d3pm
+    from rhmdiff.models import unet
+    optimizer(config)
+    integer(config, "train.num_steps", 1)
+    integer(config, "model.width", 1)
+    choice(config, "model.variant", unet.VARIANTS)
+    choice(config, "model.time_conditioning", ("embedding", "none"))
+    choice(config, "diffusion.objective", d3pm.OBJECTIVES)
+    real(config, "diffusion.hybrid_coeff", 0.0, float("inf"), low_open=False)
+    if integer(config, "data.val_size", 0) < 1:
+        raise ConfigError("data.val_size", "must be >= 1: early stopping needs a validation set")
+    online = flag(config, "data.online")
+    batch_size, train_size = config.train.batch_size, get(config, "data.train_size")
+    if not online and batch_size > train_size:
+        raise ConfigError("train.batch_size", f"must be <= data.train_size = {train_size} "
+                          f"(offline training), got {batch_size}")
 
 
 def num_steps_or_epochs(config) -> None:

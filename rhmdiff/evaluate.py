@@ -4,7 +4,8 @@
   features) spread over every device of every process; the result does not depend on the
   number of devices, because every example draws its randomness from its own key;
 * :func:`generate`, :func:`nll_bound`: D3PM sequences and variational bounds of a denoiser
-  (the trained U-Net or the BP oracle, :func:`oracle_logits_fn`);
+  (the trained U-Net or the BP oracle, :func:`oracle_logits_fn`); :func:`md4_samples` and
+  :func:`image_samples`: MD4 text and Improved-DDPM images;
 * :func:`generation_metrics`: A_l (per sequence and per position), copies of training points,
   valid and valid-novel fractions (paper Sec. 3.2: memorization and creativity);
 * :func:`stage_samples`: samples of every training stage a run kept (Fig. 4, Fig. 5).
@@ -22,9 +23,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.tree_util import Partial
 
-from rhmdiff import rhm, train
-from rhmdiff._util import progress, softmax
-from rhmdiff.diffusion import d3pm
+from rhmdiff import rhm
+from rhmdiff.checkpoints import Checkpoints
+from rhmdiff._util import example_keys, progress, softmax
+from rhmdiff.data import images
+from rhmdiff.diffusion import d3pm, gaussian, md4
 from rhmdiff.files import as_path, read_npy
 
 
@@ -78,7 +81,7 @@ def generate(key, model, params, schedule: d3pm.Schedule, num: int, d: int, v: i
     """``num`` sequences from the trained D3PM (ancestral sampler; sequence i from the key
     ``fold_in(key, i)``), spread over all devices: int32 ``[num, d]``."""
     fn = lambda p, keys: d3pm.sample_each(keys, probabilities(model.apply, p), schedule, d, v)
-    return map_examples(fn, d3pm.sequence_keys(key, num), shared=params, batch_size=batch_size,
+    return map_examples(fn, example_keys(key, num), shared=params, batch_size=batch_size,
                         desc="generating")
 
 
@@ -86,8 +89,28 @@ def nll_bound(key, logits_fn, schedule: d3pm.Schedule, x0, v: int, batch_size: i
     """:func:`rhmdiff.diffusion.d3pm.nll_bound` (nats per token of each sequence), spread over
     all devices; ``logits_fn`` a ``Partial`` (e.g. of the network's parameters)."""
     fn = lambda f, keys, x: d3pm.nll_bound_each(keys, f, schedule, x, v)
-    return map_examples(fn, d3pm.sequence_keys(key, len(x0)), np.asarray(x0), shared=logits_fn,
+    return map_examples(fn, example_keys(key, len(x0)), np.asarray(x0), shared=logits_fn,
                         batch_size=batch_size, desc="variational bound")
+
+
+def md4_samples(key, model, params, schedule: md4.MaskingSchedule, num: int, seq_len: int, vocab_size: int,
+                batch_size: int, steps: int, top_p: float | None, grid: str) -> np.ndarray:
+    """``int32[num, seq_len]`` sequences from MD4's ancestral sampler (sequence i from
+    ``fold_in(key, i)``), spread over all devices."""
+    fn = lambda p, keys: md4.sample_each(keys, Partial(model.apply, p), schedule, seq_len, vocab_size, T=steps,
+                                         top_p=top_p, grid=grid)
+    return map_examples(fn, example_keys(key, num), shared=params, batch_size=batch_size, desc="MD4 samples")
+
+
+def image_samples(key, model, params, schedule: gaussian.GaussianSchedule, num: int, size: int, batch_size: int,
+                  steps: int) -> np.ndarray:
+    """``uint8[num, size, size, 3]`` images from the Gaussian ancestral sampler over ``steps``
+    respaced steps (image i from ``fold_in(key, i)``), spread over all devices."""
+    respaced = gaussian.respace(schedule, steps)
+    fn = lambda p, keys: images.to_uint8(gaussian.sample_each(keys, Partial(model.apply, p), respaced,
+                                                              (size, size, 3), step_map=jax.pmap))
+    return map_examples(fn, example_keys(key, num), shared=params, batch_size=batch_size, desc="DDPM samples",
+                        pmapped=True)
 
 
 def copies_of(generated, train_x) -> np.ndarray:
@@ -104,8 +127,10 @@ def generation_metrics(g: rhm.Grammar, x, train_x) -> dict:
     """Metrics of generated sequences ``x`` of grammar ``g`` trained on ``train_x``:
     ``accuracy`` (A_l, the fraction of sequences whose level-l symbols are all valid),
     ``tuple_accuracy`` (the authors' A_l: valid level-l positions, averaged), ``novel_accuracy``
-    (A_l of the sequences that are not copies; NaN if all are), ``memorized_fraction``,
-    ``valid_fraction`` and ``novel_valid_fraction`` (valid and not a copy: creativity)."""
+    (A_l of the sequences that are not copies; NaN if all are), ``memorized_fraction`` next to
+    ``copy_null`` (the fraction a sampler of the exact distribution would copy: the RHM is
+    uniform over its language, so P / number of sequences), ``valid_fraction`` and
+    ``novel_valid_fraction`` (valid and not a copy: creativity)."""
     x = np.asarray(x)
     valid = np.asarray(rhm.is_valid(g, x))
     copies = copies_of(x, train_x)
@@ -117,6 +142,7 @@ def generation_metrics(g: rhm.Grammar, x, train_x) -> dict:
                            else [float("nan")] * g.L),
         "num_generated": int(len(x)),
         "memorized_fraction": float(copies.mean()),
+        "copy_null": len(train_x) / rhm.num_sequences(g),
         "valid_fraction": float(valid.mean()),
         "novel_valid_fraction": float((valid & ~copies).mean()),
     }
@@ -129,7 +155,7 @@ def stage_samples(run_dir, out_dir, abstract_params, generate_fn: Callable, save
     process 0, which must write ``samples.npy`` there. ``field`` names the config field that
     pointed at ``run_dir``, for the error message."""
     run_dir, out_dir = as_path(run_dir), as_path(out_dir)
-    ckpt = train.Checkpoints(run_dir)
+    ckpt = Checkpoints(run_dir)
     steps = ckpt.stage_steps()
     if not steps:
         ckpt.close()

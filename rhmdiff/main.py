@@ -13,7 +13,6 @@ or workdir, 1 for unusable data and failed runs, 143 after a preemption (rerun t
 """
 import hashlib
 import json
-import logging as std_logging
 import os
 import signal
 import sys
@@ -48,10 +47,8 @@ def _parse_flags(argv):
 def _validate_run_control(config) -> None:
     from rhmdiff import config_check as check
     for field in ("overwrite", "distributed", "restart"):
-        if field in config:
-            check.flag(config, field)
-    if "coordinator_timeout" in config:
-        check.integer(config, "coordinator_timeout", 1)
+        check.flag(config, field)
+    check.integer(config, "coordinator_timeout", 1)
 
 
 def initialize_distributed(config) -> None:
@@ -62,7 +59,7 @@ def initialize_distributed(config) -> None:
     most ``config.coordinator_timeout`` seconds for the coordinator."""
     import jax
     env = os.environ
-    timeout = int(config.get("coordinator_timeout", 300))
+    timeout = config.coordinator_timeout
     explicit = ("RHMDIFF_NUM_PROCESSES", "RHMDIFF_PROCESS_ID", "JAX_COORDINATOR_ADDRESS")
     if "RHMDIFF_NUM_PROCESSES" in env:
         missing = [k for k in explicit if not env.get(k)]
@@ -71,7 +68,7 @@ def initialize_distributed(config) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process CPU collectives
         jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["RHMDIFF_NUM_PROCESSES"]),
                                    int(env["RHMDIFF_PROCESS_ID"]), initialization_timeout=timeout)
-    elif config.get("distributed", False) or int(env.get("SLURM_NTASKS", "1")) > 1:
+    elif config.distributed or int(env.get("SLURM_NTASKS", "1")) > 1:
         jax.distributed.initialize(initialization_timeout=timeout)
 
 
@@ -131,7 +128,8 @@ def execute(config, workdir: str, check: bool = False) -> None:
         initialize_distributed(config)
     except Exception as e:  # noqa: BLE001 -- coordinator unreachable, bad environment: one line
         _fail(2, f"multi-process set-up failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    from rhmdiff.train import CheckpointError, Preempted
+    from rhmdiff.checkpoints import CheckpointError
+    from rhmdiff.train import Preempted
     try:
         agree_on_config(config)
         if "train" in config and "batch_size" in config.train and config.train.batch_size % jax.device_count():
@@ -140,9 +138,8 @@ def execute(config, workdir: str, check: bool = False) -> None:
         claim = claim_all(config, workdir, task.MUTABLE)
     except (ConfigError, WorkdirError) as e:
         _fail(2, str(e))
-    # orbax logs every checkpoint step at INFO; keep its warnings and errors only.
-    logging.get_absl_handler().addFilter(
-        lambda record: "orbax" not in record.pathname or record.levelno >= std_logging.WARNING)
+    from rhmdiff._util import quiet_orbax
+    quiet_orbax()
     logging.info("task %s, workdir %s; process %d of %d, %d local / %d global devices: %s", config.task, workdir,
                  jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices())
     with claim:

@@ -80,6 +80,48 @@ def _check_grammar(g: Grammar) -> None:
                          f"got {tuple(g.rules.shape)}")
 
 
+def from_rules(rules) -> Grammar:
+    """The grammar of given ``rules`` (``int[L, v, m, s]`` in the layout of :class:`Grammar`, e.g.
+    another code's), checked: integers in ``[0, v)`` and, at every level, the ``v*m``
+    productions distinct (an unambiguous grammar, assumption iii). ``ValueError`` otherwise."""
+    rules = np.asarray(rules)
+    if rules.ndim != 4 or not np.issubdtype(rules.dtype, np.integer):
+        raise ValueError(f"rules must be an integer array of shape (L, v, m, s), got {rules.dtype} {rules.shape}")
+    L, v, m, s = (int(n) for n in rules.shape)
+    check_sizes(v, m, s, L)
+    if rules.min() < 0 or rules.max() >= v:
+        raise ValueError(f"rules must hold symbols in [0, v) = [0, {v}), got values in [{rules.min()}, {rules.max()}]")
+    for level in range(L):
+        productions = rules[level].reshape(v * m, s)
+        if len(np.unique(productions, axis=0)) < v * m:
+            raise ValueError(f"rules of level {level + 1} repeat a production: the grammar is ambiguous "
+                             f"(its v*m = {v * m} productions must be distinct)")
+    return Grammar(rules=jnp.asarray(rules, jnp.int32), v=v, m=m, s=s, L=L)
+
+
+def save_rules(path, g: Grammar) -> None:
+    """Write ``g.rules`` as a ``.npy`` file that :func:`load_rules` reads back (folders created)."""
+    from rhmdiff.files import as_path, write_npy
+    as_path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_npy(path, np.asarray(g.rules, np.int32))
+
+
+def load_rules(path, field: str = "path") -> Grammar:
+    """The grammar stored in the ``.npy`` file ``path`` (:func:`from_rules`); ``ValueError``
+    naming ``field`` when the file is missing, not an array, or not an unambiguous grammar."""
+    from rhmdiff.files import as_path, read_npy
+    if not as_path(path).exists():
+        raise ValueError(f"{field}: no file at {path!r}")
+    try:
+        rules = read_npy(path)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{field}: {path} is not a .npy array ({str(e).splitlines()[0][:80]})") from None
+    try:
+        return from_rules(rules)
+    except ValueError as e:
+        raise ValueError(f"{field}: {path}: {e}") from None
+
+
 def _check_tokens(g: Grammar, tokens) -> jax.Array:
     _check_grammar(g)
     tokens = jnp.asarray(tokens)

@@ -5,16 +5,17 @@ A run *claims* its workdir (:func:`claim`) only after every input has been check
 * the directory must be new, empty, or carry the marker file ``.rhmdiff`` that rhmdiff writes
   when it claims a directory (a directory made by an earlier version of rhmdiff -- a
   ``config.json`` and only files rhmdiff writes -- is adopted and marked);
-* ``config.json`` records the experiment's config (and, under ``"versions"``, the code and
-  library versions); a rerun with the same config resumes, one whose fields differ only in
+* ``config.json`` records the experiment's config (under ``"inputs"``, the content hashes of
+  the input files it names, :func:`input_hashes`; under ``"versions"``,
+  the code and library versions); a rerun with the same config resumes, one whose fields differ only in
   the task's evaluation settings (``MUTABLE`` of the task module) re-runs the evaluation on
   the trained model, and any other difference is refused unless ``config.overwrite`` -- or
   unless the earlier attempt stopped before writing anything but its config (a data error
   found after the claim, say), whose config is then simply replaced;
-* overwrite deletes only what rhmdiff creates (:data:`OUTPUTS`: checkpoints, metrics,
-  results, figures; sub-runs such as a sweep's points recursively), never caches
-  (``cache/``) or files it does not know, and never the current directory, one of its
-  ancestors or the home directory;
+* overwrite deletes only what rhmdiff creates: ``config.json``, the marker and the
+  ``OUTPUTS`` that the stored run's task declares (:mod:`rhmdiff.tasks`; sub-runs such as a
+  sweep's points recursively, each by its own task's), never caches (``cache/``) or files it
+  does not know, and never the current directory, one of its ancestors or the home directory;
 * a lock (``.rhmdiff.lock``, ``flock`` on a local disk) refuses a second run in the same
   directory while the first is alive; the lock dies with its process.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fnmatch
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -44,13 +45,6 @@ CONFIG = "config.json"
 CACHE = "cache"
 # Top-level fields that steer one invocation, not the experiment: not compared on resume.
 RUN_CONTROL = ("overwrite", "distributed", "restart", "coordinator_timeout")
-# What rhmdiff writes into a workdir (fnmatch patterns); overwrite deletes these and nothing else.
-OUTPUTS = (
-    CONFIG, MARKER, "checkpoints", "best", "stages", "unreadable_checkpoints", "metrics.jsonl", "tensorboard",
-    "train_state.json", "results.json", "generated.npy", "samples.npy", "samples.txt", "samples.png", "stage_*",
-    *(f"{name}.{ext}" for name in ("sweep", "clustering_sweep", "onestep", "correlations", "sensitivity",
-                                   "text_correlations", "perplexity", "mmd", "score_error", "mup_transfer")
-      for ext in ("json", "png")))
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml-collections")
 
 
@@ -58,8 +52,17 @@ class WorkdirError(Exception):
     """The workdir cannot be used as asked; the message is one line naming the path or field."""
 
 
-def is_output(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUTS)
+def _stored_task(path: epath.Path) -> str | None:
+    """The task of the run stored in ``path`` (None when its config is missing or unreadable)."""
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return read_json(path / CONFIG).get("task")
+    return None
+
+
+def _written_by_rhmdiff(name: str, task: str | None) -> bool:
+    """Whether ``name`` in a workdir of ``task`` is rhmdiff's (its config, marker or a declared output)."""
+    from rhmdiff import tasks
+    return name in (CONFIG, MARKER) or (task is not None and tasks.declares(task, name))
 
 
 def versions() -> dict:
@@ -77,12 +80,30 @@ def versions() -> dict:
     return out
 
 
+# Config fields that name an input file whose contents define the experiment (not a cache).
+INPUT_FILES = ("rhm.rules_file",)
+
+
+def input_hashes(config) -> dict:
+    """``{section: {name: sha256 of the file}}`` for the :data:`INPUT_FILES` that ``config`` sets."""
+    out = {}
+    for field in INPUT_FILES:
+        section, name = field.split(".")
+        path = config[section][name] if section in config and name in config[section] else ""
+        if path:
+            out.setdefault(section, {})[name] = hashlib.sha256(as_path(path).read_bytes()).hexdigest()
+    return out
+
+
 def experiment(config) -> dict:
-    """The config as stored in ``config.json`` (JSON types, run-control fields left out)."""
+    """The config as stored in ``config.json`` (JSON types, run-control fields left out), with
+    the content hashes of the input files it names under ``"inputs"`` (:func:`input_hashes`),
+    so that a rerun with an edited file is a different experiment."""
     out = json.loads(json.dumps(config.to_dict()))
     for key in RUN_CONTROL:
         out.pop(key, None)
-    return out
+    inputs = input_hashes(config)
+    return {**out, "inputs": inputs} if inputs else out
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -125,14 +146,15 @@ def _protected(path: epath.Path) -> str | None:
     return None
 
 
-def clear_outputs(path: epath.Path) -> list[str]:
-    """Delete what rhmdiff wrote in ``path`` (recursing into marked sub-runs); returns the
-    names of the entries it left (caches and files it does not know)."""
-    kept = []
+def clear_outputs(path: epath.Path, tasks=()) -> list[str]:
+    """Delete what rhmdiff wrote in ``path``: its config, marker and the outputs declared by the
+    stored run's task and by ``tasks`` (recursing into marked sub-runs); returns the names of the
+    entries it left (caches and files it does not know)."""
+    kept, owners = [], {_stored_task(path), *tasks}
     for child in sorted(path.iterdir(), key=lambda p: p.name):
         if child.name == LOCK:
             continue
-        if is_output(child.name) and child.name != MARKER:
+        if any(_written_by_rhmdiff(child.name, task) for task in owners) and child.name != MARKER:
             child.rmtree() if child.is_dir() else child.unlink()
         elif child.is_dir() and (child / MARKER).exists():
             if clear_outputs(child):
@@ -245,7 +267,8 @@ def _check_ours(path: epath.Path) -> None:
     earlier rhmdiff (its ``config.json`` and only files rhmdiff writes)."""
     names = {p.name for p in path.iterdir()} - {LOCK}
     if names and MARKER not in names:
-        if CONFIG not in names or not all(is_output(n) or n == CACHE for n in names):
+        task = _stored_task(path)
+        if CONFIG not in names or not all(_written_by_rhmdiff(n, task) or n == CACHE for n in names):
             raise WorkdirError(f"--workdir {path}: holds files that rhmdiff did not create (no {MARKER} marker); "
                                "use a new or empty directory")
         logging.info("%s: a run made before the workdir marker; adopting it", path)
@@ -254,7 +277,7 @@ def _check_ours(path: epath.Path) -> None:
 def _claim(config, path: epath.Path, mutable) -> list[str]:
     names = {p.name for p in path.iterdir()} - {LOCK}
     current = experiment(config)
-    overwrite = bool(config.get("overwrite", False))
+    overwrite = config.overwrite
     try:
         stored = _stored_config(path)
     except WorkdirError:
@@ -269,15 +292,18 @@ def _claim(config, path: epath.Path, mutable) -> list[str]:
         fixed = [d for d in diff if not _is_mutable(d, mutable)]
         if fixed and not overwrite:
             first = fixed[0]
+            what = f"config.{first}"
+            if first.startswith("inputs."):  # an input file's content hash
+                what = f"the contents of config.{first[len('inputs.'):]}"
             raise WorkdirError(
-                f"--workdir {path}: holds a run with a different config (config.{first}: "
+                f"--workdir {path}: holds a run with a different config ({what}: "
                 f"{_lookup(stored, first)!r} -> {_lookup(current, first)!r}); use another --workdir or "
                 "--config.overwrite=True")
         if fixed:
             why = _protected(path)
             if why:
                 raise WorkdirError(f"config.overwrite: refusing to clear {path}: {why}")
-            kept = clear_outputs(path)
+            kept = clear_outputs(path, (config.task,))
             logging.warning("overwrite: deleted the previous run in %s (config.%s changed)%s", path, fixed[0],
                             f"; kept {kept}" if kept else "")
         else:
@@ -332,19 +358,3 @@ def _check_versions(path: epath.Path) -> None:
         if diff:
             logging.warning("%s was made with other code or libraries (%s): a resume continues with this code",
                             path, "; ".join(diff))
-
-
-def read_run_config(run_dir, field: str, task: str | tuple[str, ...]):
-    """The config that a run of ``task`` stored in ``run_dir/config.json``, as a ConfigDict;
-    ``WorkdirError`` naming ``field`` if ``run_dir`` holds no such run."""
-    import ml_collections
-    tasks = (task,) if isinstance(task, str) else task
-    path = as_path(run_dir) / CONFIG
-    if not path.exists():
-        raise WorkdirError(f"{field}: {run_dir} holds no {CONFIG} of a {' or '.join(tasks)} run")
-    stored = read_json(path)
-    stored.pop("versions", None)
-    if stored.get("task") not in tasks:
-        raise WorkdirError(f"{field}: {run_dir} is a run of task {stored.get('task')!r}, "
-                           f"not {' or '.join(repr(t) for t in tasks)}")
-    return ml_collections.ConfigDict(stored)

@@ -69,9 +69,32 @@ def load_config(name: str, *preset):
     return sibling_config(os.path.join(ROOT, "configs", "x.py"), name).get_config(*preset)
 
 
-def execute(config, workdir, check: bool = False) -> tuple[int, str]:
+def undeclared_outputs(workdir) -> list[str]:
+    """The entries of a finished run's ``workdir`` (and of its marked sub-runs) that its task
+    does not declare in ``OUTPUTS``: a task must declare everything it writes, so that
+    overwrite deletes it."""
+    import json
+
+    from rhmdiff import tasks, workdir as workdir_lib
+    from rhmdiff.files import as_path
+    workdir = as_path(workdir)
+    task = json.loads((workdir / workdir_lib.CONFIG).read_text())["task"]
+    found = []
+    for entry in sorted(workdir.iterdir()):
+        if entry.name in (workdir_lib.CONFIG, workdir_lib.MARKER, workdir_lib.LOCK, workdir_lib.CACHE):
+            continue
+        if entry.is_dir() and (entry / workdir_lib.MARKER).exists():
+            found += [f"{entry.name}/{name}" for name in undeclared_outputs(entry)]
+        elif not tasks.declares(task, entry.name):
+            found.append(entry.name)
+    return found
+
+
+def execute(config, workdir, check: bool = False, user_files: bool = False) -> tuple[int, str]:
     """What ``python -m rhmdiff.main`` does after parsing its flags, in this process:
-    ``(exit code, stderr)`` (for the refusals that end before any compute)."""
+    ``(exit code, stderr)`` (for the refusals that end before any compute). A run that
+    succeeds must have written only outputs its task declares (``user_files``: the test put
+    files of its own there)."""
     import contextlib
     import io
 
@@ -82,16 +105,21 @@ def execute(config, workdir, check: bool = False) -> tuple[int, str]:
             cli.execute(config, str(workdir), check)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
+    if code == 0 and not check and not user_files:
+        assert not undeclared_outputs(workdir), undeclared_outputs(workdir)
     return code, err.getvalue()
 
 
 def run_task(config, workdir, **kwargs):
-    """What ``rhmdiff.main`` does after parsing, in process: validate, claim, run."""
+    """What ``rhmdiff.main`` does after parsing, in process: validate, claim, run (and check
+    that the run wrote only declared outputs)."""
     from rhmdiff import tasks, workdir as workdir_lib
     task = tasks.load(config.task)
     task.validate(config)
     with workdir_lib.claim(config, str(workdir), task.MUTABLE) as claim:
-        return task.run(config, claim.path, **kwargs)
+        out = task.run(config, claim.path, **kwargs)
+    assert not undeclared_outputs(workdir), undeclared_outputs(workdir)
+    return out
 
 
 @pytest.fixture(scope="session")

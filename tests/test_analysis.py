@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rhmdiff._util import example_keys
 from rhmdiff import rhm, theory
 from rhmdiff.analysis import clustering, correlations
 
@@ -189,7 +190,7 @@ def test_unet_sensitivity_has_one_entry_per_block_and_level():
 
 
 def test_p_star_interpolates_in_log_p():
-    from rhmdiff.analysis.sample_complexity import fit_power_law, p_star
+    from rhmdiff.analysis.sample_complexity import p_star, power_law_fit
     P = [10, 100, 1000, 10000]
     assert p_star(P, [0.1, 0.3, 0.7, 0.9], 0.5) == pytest.approx(10**2.5)
     assert p_star(P, [0.6, 0.7, 0.8, 0.9], 0.5) == 10
@@ -199,8 +200,8 @@ def test_p_star_interpolates_in_log_p():
     grid = np.logspace(0, 6, 61)
     stars = [p_star(grid, 1 / (1 + (5 * m**3 / grid) ** 2), 0.5) for m in ms]
     np.testing.assert_allclose(stars, 5 * ms**3, rtol=0.02)
-    exponent, prefactor = fit_power_law(ms, stars)
-    assert exponent == pytest.approx(3, abs=0.02) and prefactor == pytest.approx(5, rel=0.05)
+    fit = power_law_fit(ms, stars)
+    assert fit["exponent"] == pytest.approx(3, abs=0.02) and fit["prefactor"] == pytest.approx(5, rel=0.05)
     with pytest.raises(ValueError, match="increasing"):
         p_star([10, 5], [0.1, 0.9])
 
@@ -268,16 +269,68 @@ def test_possible_symbols_match_the_enumerated_language():
 
 
 @pytest.mark.parametrize("context", ["token", "tuple"])
-def test_hierarchical_clustering_exact_on_the_language_and_needs_more_data(context):
-    """Deep version (latents estimated level by level from visible data): exact on the whole
-    language; on samples it needs more data than clustering with the true latents below."""
+def test_distant_context_clustering_exact_on_the_language_and_needs_more_data(context):
+    """Every lower latent estimated against the distant first token (or tuple): exact on the
+    whole language; on samples it needs more data than clustering with the true latents below."""
     g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 2, 2, 3)
     x, _ = rhm.sample_distinct(jax.random.PRNGKey(0), g, rhm.num_sequences(g))
-    assert clustering.hierarchical_clustering_accuracy(jax.random.PRNGKey(1), np.asarray(x), g, context) == 1.0
+    assert clustering.distant_context_clustering_accuracy(jax.random.PRNGKey(1), np.asarray(x), g, context) == 1.0
     x, _ = rhm.sample(jax.random.PRNGKey(2), g, 1000)
     x = np.asarray(x)
-    deep = clustering.hierarchical_clustering_accuracy(jax.random.PRNGKey(1), x, g, context)
+    deep = clustering.distant_context_clustering_accuracy(jax.random.PRNGKey(1), x, g, context)
     assert deep < 0.8 < clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), x, g, 2, context)
+
+
+def _local_context_vectors(g, language, context):
+    """E[context | level-1 tuple], by a plain loop over the enumerated language (every sequence
+    once: the exact distribution), the context of the tuple at level-1 position p being its
+    sibling (p xor 1) tuple's nearest token (or whole tuple), for the two child positions
+    side by side: {tuple: vector}."""
+    from collections import defaultdict
+    sums, counts = defaultdict(lambda: np.zeros(2 * (1 if context == "token" else 2) * g.v)), defaultdict(int)
+    for tokens, _ in language:
+        for p in range(len(tokens) // 2):
+            tup, sib = tokens[2 * p:2 * p + 2], tokens[2 * (p ^ 1):2 * (p ^ 1) + 2]
+            ctx = [sib[0]] if p % 2 == 0 else [sib[1]]
+            ctx = ctx if context == "token" else list(sib)
+            vec = np.zeros((2, len(ctx), g.v))
+            vec[p % 2, np.arange(len(ctx)), ctx] = 1
+            sums[tup] += vec.ravel()
+            counts[tup, p % 2] += 1
+    return {t: np.concatenate([(v.reshape(2, -1)[c] / max(counts[t, c], 1)) for c in (0, 1)]) for t, v in sums.items()}
+
+
+@pytest.mark.parametrize("context", ["token", "tuple"])
+def test_hierarchical_clustering_finds_the_synonym_classes_level_by_level(context):
+    """The paper's mechanism on an enumerated grammar whose latents are known: from the whole
+    language (exact statistics) the level-1 classes learned from local context, pooled over
+    positions, are exactly the synonym classes (where the exact context vectors, computed here
+    in a plain loop, separate the parents), and the top tuple of estimated classes clusters
+    perfectly; on samples it needs more data than with the true latents below, fewer than the
+    distant-context variant, and is perfect with enough."""
+    from conftest import enumerate_language
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 2, 2, 3)
+    language = enumerate_language(g)
+    rules = np.asarray(g.rules)
+    parent = {tuple(rules[0, a, j]): a for a in range(g.v) for j in range(g.m)}
+    vectors = _local_context_vectors(g, language, context)
+    by_parent = {a: [vectors[t] for t, b in parent.items() if b == a] for a in range(g.v)}
+    separable = all(np.linalg.norm(by_parent[a][0] - by_parent[b][0]) > 1e-9 for a in range(g.v) for b in range(a))
+    assert separable  # this grammar's parents differ in their exact local contexts
+    x = np.array([t for t, _ in language])
+    (classes,) = clustering.hierarchical_classes(jax.random.PRNGKey(1), x, g, context)
+    found = {t: classes[clustering.tuple_codes(np.array(t), g.v)] for t in parent}
+    for a in range(g.v):  # one class per parent, the same for all its productions
+        assert len({found[t] for t, b in parent.items() if b == a}) == 1
+    assert len(set(found.values())) == g.v
+    assert clustering.hierarchical_clustering_accuracy(jax.random.PRNGKey(1), x, g, context) == 1.0
+    samples = np.asarray(rhm.sample(jax.random.PRNGKey(2), g, 400)[0])
+    true_latents = clustering.synonym_clustering_accuracy(jax.random.PRNGKey(1), samples, g, 2, context)
+    distant = clustering.distant_context_clustering_accuracy(jax.random.PRNGKey(1), samples, g, context)
+    hierarchical = clustering.hierarchical_clustering_accuracy(jax.random.PRNGKey(1), samples, g, context)
+    assert distant <= hierarchical <= true_latents, (distant, hierarchical, true_latents)
+    many = np.asarray(rhm.sample(jax.random.PRNGKey(3), g, 50_000)[0])
+    assert clustering.hierarchical_clustering_accuracy(jax.random.PRNGKey(1), many, g, context) == 1.0
 
 
 def test_score_error_is_zero_for_the_oracle_and_closed_form_for_a_uniform_denoiser():
@@ -295,7 +348,7 @@ def test_score_error_is_zero_for_the_oracle_and_closed_form_for_a_uniform_denois
     lang = enumerate_language(g)
     schedule = d3pm.linear_schedule(40, 0.02, 0.3)
     x0 = np.asarray(rhm.sample(jax.random.PRNGKey(4), g, 24)[0])
-    keys = d3pm.sequence_keys(jax.random.PRNGKey(5), len(x0))
+    keys = example_keys(jax.random.PRNGKey(5), len(x0))
     uniform = Partial(lambda x_t, t: jnp.zeros(x_t.shape + (g.v,)))
     words = np.array([e[0] for e in lang])
     priors = {level: np.stack([np.bincount(lat[:, j], minlength=g.v) for j in range(lat.shape[1])]) / len(lang)
@@ -322,3 +375,46 @@ def test_score_error_is_zero_for_the_oracle_and_closed_form_for_a_uniform_denois
     prior = score_error.implied_levels(g, jnp.full((1, g.d, g.v), 1.0 / g.v))
     for level in range(1, g.L + 1):  # uniform evidence: the grammar's prior marginals (each sequence equally likely)
         np.testing.assert_allclose(prior[level][0], priors[level], atol=1e-6)
+
+
+def test_p_star_statistics_and_exponent_interval_against_numpy():
+    """Synthetic sweeps: per seed a sigmoid in log P crossing 1/2 at P*_seed = c m^4 e^{noise};
+    the per-seed P*, their geometric mean and t-interval, and the pooled log-log fit of P* vs m
+    with its t-interval, each against a re-derivation in numpy (the t quantiles of 2 and 10
+    degrees of freedom from a table), and the intervals cover the truth."""
+    from rhmdiff.analysis.sample_complexity import p_star_statistics, power_law_fit, t_interval
+    rng = np.random.default_rng(0)
+    grid = np.logspace(1, 6, 41)
+    ms, seeds, true_exponent, c = np.array([2, 3, 4, 6]), 3, 4.0, 7.0
+    per_m, xs, ys = {}, [], []
+    for m in ms:
+        stars = c * m**true_exponent * np.exp(rng.normal(0, 0.2, seeds))
+        curves = [1 / (1 + (s / grid) ** 1.5) for s in stars]  # A(P) = 1/2 exactly at P = s
+        st = p_star_statistics(grid, curves, 0.5)
+        np.testing.assert_allclose(st["per_seed"], stars, rtol=0.01)  # the grid interpolation
+        logs = np.log(st["per_seed"])
+        se = logs.std(ddof=1) / np.sqrt(seeds)
+        t2 = 4.302652729911275  # Student t, 97.5%, 2 degrees of freedom
+        assert st["p_star"] == pytest.approx(np.exp(logs.mean()), rel=1e-9)
+        np.testing.assert_allclose(st["ci"], np.exp([logs.mean() - t2 * se, logs.mean() + t2 * se]), rtol=1e-9)
+        assert st["ci"][0] < c * m**true_exponent < st["ci"][1]
+        per_m[m] = st
+        xs += [m] * seeds
+        ys += list(st["per_seed"])
+    fit = power_law_fit(xs, ys)
+    lx, ly = np.log(xs), np.log(ys)
+    slope = np.sum((lx - lx.mean()) * (ly - ly.mean())) / np.sum((lx - lx.mean()) ** 2)
+    residual = ly - ly.mean() - slope * (lx - lx.mean())
+    se = np.sqrt(np.sum(residual**2) / (len(lx) - 2) / np.sum((lx - lx.mean()) ** 2))
+    t10 = 2.2281388519649385  # 97.5%, 10 degrees of freedom
+    assert fit["exponent"] == pytest.approx(slope, rel=1e-9) and fit["n"] == 12
+    np.testing.assert_allclose(fit["ci"], [slope - t10 * se, slope + t10 * se], rtol=1e-9)
+    assert fit["ci"][0] < true_exponent < fit["ci"][1] and fit["ci"][1] - fit["ci"][0] < 1.0
+    assert fit["prefactor"] == pytest.approx(np.exp(ly.mean() - slope * lx.mean()), rel=1e-9)
+    # a seed that never crosses: no finite P*, only a lower bound (the smallest crossing seed)
+    curves = [1 / (1 + (s / grid) ** 1.5) for s in (1e3, 2e3, 1e9)]
+    st = p_star_statistics(grid, curves, 0.5)
+    assert st["p_star"] == math.inf and st["n_crossed"] == 2 and st["ci"][0] == pytest.approx(1e3, rel=0.01)
+    t = t_interval([1.0, 2.0, 4.0])
+    assert t["mean"] == pytest.approx(7 / 3) and t["se"] == pytest.approx(np.std([1, 2, 4], ddof=1) / np.sqrt(3))
+

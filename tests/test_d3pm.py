@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from rhmdiff._util import example_keys
 from rhmdiff import rhm
 from rhmdiff.diffusion import d3pm
 
@@ -217,7 +218,7 @@ def test_reverse_step_draws_from_the_posterior_mixture():
     qs, qbars = explicit_matrices(schedule, v)
     p = np.array([0.5, 0.3, 0.2])
     t, xt, n = 6, 1, 40000
-    keys = d3pm.sequence_keys(jax.random.PRNGKey(5), n)
+    keys = example_keys(jax.random.PRNGKey(5), n)
     fn = lambda k, x, tt: jnp.broadcast_to(jnp.asarray(p, jnp.float32), x.shape + (v,))
     out = np.asarray(d3pm.reverse_step(fn, keys, schedule, jnp.full((n, 1), xt, jnp.int32), t, v))[:, 0]
     mix = sum(p[a] * qs[t][:, xt] * qbars[t - 1][a, :] / qbars[t][a, xt] for a in range(v))
@@ -228,7 +229,7 @@ def test_noise_draws_every_step_from_1_to_T():
     """Training steps t ~ U{1..T} per sequence (chi-square), x_t ~ q(x_t | x_0) at that t."""
     schedule, v = d3pm.linear_schedule(20, 0.01, 0.2), 5
     x0 = jnp.zeros((20000, 3), jnp.int32)
-    t, x_t = jax.vmap(lambda k, x: d3pm.noise(k, schedule, x, v))(d3pm.sequence_keys(jax.random.PRNGKey(0), 20000), x0)
+    t, x_t = jax.vmap(lambda k, x: d3pm.noise(k, schedule, x, v))(example_keys(jax.random.PRNGKey(0), 20000), x0)
     t = np.asarray(t)
     assert t.min() == 1 and t.max() == 20
     assert stats.chisquare(np.bincount(t, minlength=21)[1:]).pvalue > 1e-4

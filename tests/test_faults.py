@@ -1,6 +1,7 @@
 """Everyday mistakes and accidents: nothing lost that is not rhmdiff's, nothing stale reported,
 every refusal one line naming the field or path (the README's "Faults and bad input" table)."""
 import fcntl
+import hashlib
 import json
 import os
 import subprocess
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, execute, load_config, run_task
-from rhmdiff import files, train, workdir as workdir_lib
+from rhmdiff import files, workdir as workdir_lib
+from rhmdiff.metrics import read_metrics
 
 # one worker runs this file: its tests share a module fixture
 pytestmark = pytest.mark.xdist_group("faults")
@@ -76,6 +78,90 @@ def test_a_directory_rhmdiff_did_not_create_is_never_touched(tmp_path):
     code, err = execute(c, model)
     assert code == 2 and "did not create" in one_line(err)
     assert sorted(os.listdir(model)) == ["config.json", "flax_model.msgpack"]
+
+
+THROWAWAY_TASK = '''"""A task that exists only in a test."""
+from rhmdiff.tasks import finish
+
+MUTABLE = ()
+OUTPUTS = ("throwaway.json", "throwaway.png", "throwaway_samples.npy")
+
+
+def validate(config):
+    pass
+
+
+def run(config, workdir):
+    (workdir / "throwaway_samples.npy").write_bytes(b"samples")
+    return finish(config, workdir, {"task": "throwaway", "value": config.value}, "throwaway.json")
+'''
+
+
+def test_a_new_task_declares_its_outputs_and_overwrite_deletes_exactly_them(tmp_path, monkeypatch):
+    """A task module that exists nowhere else (no list of outputs names its files): its
+    declared outputs go on overwrite, the user's file stays; a task that writes a file it did
+    not declare is stopped before it writes it."""
+    import ml_collections
+
+    from rhmdiff import config_base, tasks
+    package = tmp_path / "extra_tasks"
+    package.mkdir()
+    (package / "throwaway.py").write_text(THROWAWAY_TASK)
+    (package / "sloppy.py").write_text(THROWAWAY_TASK.replace('"throwaway.json", ', ""))
+    monkeypatch.setattr(tasks, "__path__", [*tasks.__path__, str(package)])
+    workdir = tmp_path / "run"
+    config = lambda value, task="throwaway": ml_collections.ConfigDict(
+        dict(config_base.base_config(task).to_dict(), value=value))
+    assert execute(config(1), workdir)[0] == 0
+    assert sorted(os.listdir(workdir)) == [".rhmdiff", ".rhmdiff.lock", "config.json", "throwaway.json",
+                                           "throwaway_samples.npy"]
+    (workdir / "notes.txt").write_text("the user's notes")
+    c = config(2)
+    c.overwrite = True
+    assert execute(c, workdir, user_files=True)[0] == 0
+    assert json.loads((workdir / "throwaway.json").read_text())["value"] == 2
+    c = config(3, "sloppy")
+    c.overwrite = True
+    with pytest.raises(RuntimeError, match="writes throwaway.json without declaring it in its OUTPUTS"):
+        execute(c, workdir)
+    assert sorted(os.listdir(workdir)) == [".rhmdiff", ".rhmdiff.lock", "config.json", "notes.txt",
+                                           "throwaway_samples.npy"]
+    assert (workdir / "notes.txt").read_text() == "the user's notes"
+
+
+def test_a_given_grammar_trains_and_an_edited_rules_file_is_refused(tmp_path):
+    """``rhm.rules_file``: the grammar the config would draw, written by ``rhmdiff.rhm_rules``,
+    is the grammar the run uses; a rules file edited after the run started is refused on the
+    rerun (its content hash is part of the run); sizes that disagree with the config and an
+    ambiguous grammar are one-line errors naming the field."""
+    from rhmdiff import from_config, rhm
+    c = tiny_rhm()
+    rules = tmp_path / "rules.npy"
+    proc = subprocess.run([sys.executable, "-m", "rhmdiff.rhm_rules", "--config=configs/rhm_L3.py",
+                           f"--out={rules}", "--config.rhm.v=4", "--config.rhm.m=2", "--config.data.train_size=64",
+                           "--config.data.val_size=32", "--config.data.test_size=16"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    drawn = from_config.grammar(c)
+    c.rhm.rules_file = str(rules)
+    np.testing.assert_array_equal(from_config.grammar(c).rules, drawn.rules)
+    workdir = tmp_path / "run"
+    assert run_task(c, workdir, stop_at=20) is None
+    stored = json.loads((workdir / "config.json").read_text())
+    assert stored["inputs"]["rhm"]["rules_file"] == hashlib.sha256(rules.read_bytes()).hexdigest()
+    edited = np.asarray(drawn.rules).copy()
+    edited[0, [0, 1]] = edited[0, [1, 0]]  # two level-1 symbols swap their productions: still a grammar
+    rhm.save_rules(rules, rhm.from_rules(edited))
+    code, err = execute(c, workdir)
+    assert code == 2 and "the contents of config.rhm.rules_file" in one_line(err)
+    c.rhm.m = 3
+    code, err = execute(c, tmp_path / "other", check=True)
+    assert code == 2 and one_line(err).startswith("rhmdiff: error: config.rhm.m: is 3 but rhm.rules_file")
+    c.rhm.m = 2
+    edited[0, 1, 0] = edited[0, 0, 0]
+    np.save(rules, edited)
+    code, err = execute(c, tmp_path / "other", check=True)
+    assert code == 1 and "config.rhm.rules_file" in one_line(err) and "ambiguous" in err
 
 
 def test_overwrite_never_clears_the_current_directory_or_its_ancestors(tmp_path, monkeypatch, finished):
@@ -169,7 +255,7 @@ def test_evaluation_settings_may_change_on_a_finished_run(finished):
     after = json.loads((finished / "results.json").read_text())
     assert after["num_generated"] == 48 and after["steps"] == before["steps"] == 40
     assert after["val_loss"] == before["val_loss"] and np.load(finished / "generated.npy").shape == (48, 8)
-    assert [r["step"] for r in train.read_metrics(finished / "metrics.jsonl")] == [20, 40]
+    assert [r["step"] for r in read_metrics(finished / "metrics.jsonl")] == [20, 40]
     c.train.lr = 0.5
     code, err = execute(c, finished)
     assert code == 2 and "config.train.lr: 0.1 -> 0.5" in one_line(err)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from rhmdiff import train
+from rhmdiff import checkpoints
+from rhmdiff.metrics import read_metrics
 from rhmdiff.tasks import rhm as rhm_task
 from test_main import ROOT, TINY_RHM
 from test_train import leaves, tiny_config
@@ -111,7 +113,7 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
     assert len(stops) == 2 and len(set(stops.values())) == 1, out[-3000:]  # both processes, one step
     step = int(next(iter(stops.values())))
     assert 0 < step < 60 and not (workdir / "results.json").exists()
-    ckpt = train.Checkpoints(workdir)
+    ckpt = checkpoints.Checkpoints(workdir)
     assert step in ckpt.latest.all_steps()
     ckpt.close()
     code, out, _ = finish(multiprocess(workdir, *MULTI_LONG, "--config.train.check_replicas=True"))
@@ -180,7 +182,7 @@ def test_gs_workdir_goes_through_epath(fake_gcs, tmp_path, monkeypatch):
     assert out["steps"] == 20 and not os.path.exists(tmp_path / "gs:")
     stored = os.listdir(os.path.join(fake_gcs, "bucket/runs/tiny"))
     assert {"results.json", "generated.npy", "metrics.jsonl", "config.json", ".rhmdiff", "best"} <= set(stored)
-    assert [r["step"] for r in train.read_metrics(url + "/metrics.jsonl")] == [10, 20]
+    assert [r["step"] for r in read_metrics(url + "/metrics.jsonl")] == [10, 20]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
@@ -199,7 +201,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
     if sig == signal.SIGTERM:
         assert code == 128 + signal.SIGTERM and "rerun the same command to resume" in err, err[-2000:]
         step = int(re.search(r"preempted at step (\d+)", err).group(1))
-        ckpt = train.Checkpoints(workdir)
+        ckpt = checkpoints.Checkpoints(workdir)
         assert max(ckpt.latest.all_steps()) == step  # saved where it stopped, with the partial metric sums
         ckpt.close()
     else:
@@ -215,7 +217,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
 
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
     c = tiny_config()
-    kwargs = rhm_task.setup(c)["fit_kwargs"]
+    kwargs = rhm_task.setup(c).fit_kwargs
     full = train.fit(c, str(tmp_path / "full"), **kwargs)
     train.fit(c, str(tmp_path / "cut"), stop_at=30, **kwargs)  # checkpoints at steps 20 and 30
     latest = tmp_path / "cut" / "checkpoints" / "30"
@@ -224,14 +226,14 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
             path.write_bytes(b"garbage")
     resumed = train.fit(c, str(tmp_path / "cut"), **kwargs)
     assert "does not load" in caplog.text
-    for a, b in zip(leaves(full["params"]), leaves(resumed["params"])):
+    for a, b in zip(leaves(full.params), leaves(resumed.params)):
         np.testing.assert_array_equal(a, b)
 
 
 def test_non_finite_losses_stop_the_run(tmp_path):
     c = tiny_config(lr=1e30, max_nonfinite=3)
     with pytest.raises(FloatingPointError, match="non-finite"):
-        train.fit(c, str(tmp_path), **rhm_task.setup(c)["fit_kwargs"])
+        train.fit(c, str(tmp_path), **rhm_task.setup(c).fit_kwargs)
 
 
 def test_workdir_with_another_config_is_refused(tmp_path):

@@ -12,8 +12,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_main(workdir, *overrides, config="configs/rhm_oracle.py"):
+    """The command line in a subprocess; a run that succeeds must have written only outputs its
+    task declares."""
+    from conftest import undeclared_outputs
     cmd = [sys.executable, "-m", "rhmdiff.main", f"--config={config}", f"--workdir={workdir}", *overrides]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if proc.returncode == 0 and "--check" not in overrides:
+        assert not undeclared_outputs(workdir), undeclared_outputs(workdir)
+    return proc
 
 
 def test_oracle_task_writes_results(tmp_path):
@@ -65,17 +71,20 @@ def recompute_generation_metrics(results, generated):
     import ml_collections
 
     from conftest import brute_valid
-    from rhmdiff.tasks import rhm as rhm_task
+    from rhmdiff import from_config
     from test_rhm import _brute_positions_valid
     config = ml_collections.ConfigDict(results["config"])
-    g = rhm_task.grammar_from_config(config)
-    train = {tuple(r) for r in np.asarray(rhm_task.splits_from_config(config, g)["train"][0])}
+    g = from_config.grammar(config)
+    train = {tuple(r) for r in np.asarray(from_config.splits(config, g)["train"][0])}
     copies = np.array([tuple(r) in train for r in generated])
     valid = np.array([brute_valid(g, r) for r in generated])
     levels = [_brute_positions_valid(g, r) for r in generated]
     per_sequence = np.array([[all(lv[l]) for l in range(g.L)] for lv in levels])
     per_position = np.array([[np.mean(lv[l]) for l in range(g.L)] for lv in levels])
     assert results["memorized_fraction"] == pytest.approx(copies.mean())
+    # the copies of a sampler of the exact (uniform) distribution: P over the enumerated language
+    from conftest import enumerate_language
+    assert results["copy_null"] == pytest.approx(len(train) / len(enumerate_language(g)), rel=1e-12)
     assert results["valid_fraction"] == pytest.approx(valid.mean())
     assert results["novel_valid_fraction"] == pytest.approx((valid & ~copies).mean())
     np.testing.assert_allclose(results["accuracy"], per_sequence.mean(0), rtol=1e-6)
@@ -119,7 +128,11 @@ BAD_CONFIGS = [
     ("--config.train.max_nonfinite=0", "config.train.max_nonfinite", "configs/rhm_L3.py"),
     ("--config.rhm.L=40", "config.rhm.L", "configs/rhm_L3.py"),
     ("--config.seed=100000000000000000000", "config.seed", "configs/rhm_L3.py"),
-    ("--config.sweep.train_sizes=(100000,)", "config.sweep.train_sizes", "configs/sweep_P.py"),
+    ("--config.sweep.train_sizes=(1000000,) --config.sweep.relative_sizes=()", "config.sweep.train_sizes",
+     "configs/sweep_P.py"),
+    ("--config.sweep.relative_sizes=(1e9,)", "config.sweep.train_sizes", "configs/sweep_P.py"),
+    ("--config.sweep.check_seeds=(7,)", "config.sweep.check_seeds", "configs/sweep_P.py"),
+    ("--config.sweep.thresholds=(1.5,)", "config.sweep.thresholds", "configs/sweep_P.py"),
     ("--config.sensitivity.t=0", "config.sensitivity.t", "configs/sensitivity.py"),
     ("--config.train.lr_schedule=step", "config.train.lr_schedule", "configs/md4_owt_tiny.py"),
     ("--config.train.ema_decay=1.5", "config.train.ema_decay", "configs/md4_owt_tiny.py"),
@@ -185,21 +198,32 @@ def test_clustering_sweep_task_and_figures_command(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((workdir / "clustering_sweep.json").read_text())
     assert len(results["curves"]) == 4 and {r["context"] for r in results["summary"]} == {"token", "tuple"}
-    assert all(r["p_star"][0] < r["p_star"][1] for r in results["summary"])  # m = 3 needs more data
+    assert all(r["p_star"][0][0]["mean_curve"] < r["p_star"][0][1]["mean_curve"]  # m = 3 needs more data
+               for r in results["summary"])
     png = workdir / "clustering_sweep.png"
     assert png.stat().st_size > 0
     png.unlink()
     replot = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", str(workdir)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert replot.returncode == 0 and png.exists(), replot.stderr[-2000:]
-    diffusion = tmp_path / "sweep"  # a diffusion-model sweep's summary, as the sweep task writes it
+    diffusion = tmp_path / "sweep"  # a diffusion-model sweep on the same grammars, as the sweep task writes it
     diffusion.mkdir()
-    (diffusion / "sweep.json").write_text(json.dumps({"task": "sweep", "L": 2, "v": 8, "s": 2, "p_star": [
-        {"m": 2, "p_star": 300.0}, {"m": 3, "p_star": float("inf")}]}))
+    from rhmdiff.analysis.sample_complexity import p_star_statistics
+    grid = [100, 1000, 10000]
+    stars = [{"m": m, "seeds": [0], "thresholds": [p_star_statistics(grid, [curve], t) for t in (0.5, 0.8)]}
+             for m, curve in ((2, [0.4, 0.9, 1.0]), (3, [0.1, 0.6, 0.95]))]
+    (diffusion / "sweep.json").write_text(json.dumps({"task": "sweep", "L": 2, "v": 16, "s": 2, "points": [],
+                                                      "thresholds": [0.5, 0.8], "p_star": stars}))
     out = tmp_path / "p_star.png"
     compare = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", "p_star", str(out), str(workdir),
                               str(diffusion)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert compare.returncode == 0 and out.stat().st_size > 0, compare.stderr[-2000:]
+    ratios = json.loads((tmp_path / "p_star.json").read_text())["ratios"]
+    token = {(r["m"], r["threshold"]): r for r in ratios if r["variant"] == "token"}
+    for m, row in ((2, results["summary"][0]), (3, results["summary"][0])):  # the paired ratio of seed 0
+        clustering_star = row["p_star"][0][[2, 3].index(m)]["per_seed"][0]
+        diffusion_star = stars[[2, 3].index(m)]["thresholds"][0]["per_seed"][0]
+        assert token[m, 0.5]["per_seed"] == [pytest.approx(diffusion_star / clustering_star)]
     missing = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", "p_star", str(out), str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 1 and "no clustering_sweep.json" in missing.stderr
@@ -207,9 +231,10 @@ def test_clustering_sweep_task_and_figures_command(tmp_path):
 
 def test_sweep_task_trains_each_point_once(tmp_path):
     workdir = tmp_path / "sweep"
-    args = [*TINY_RHM, "--config.sweep.train_sizes=(16, 64)", "--config.sweep.m_values=(2,)",
+    args = [*TINY_RHM, "--config.sweep.train_sizes=(16, 64)", "--config.sweep.relative_sizes=()",
+            "--config.sweep.m_values=(2,)", "--config.sweep.seeds=(0,)", "--config.sweep.check_seeds=()",
             "--config.train.num_steps=20", "--config.train.eval_every=10", "--config.data.test_size=0",
-            "--config.eval.num_generated=16", "--config.data.val_size=16"]
+            "--config.eval.num_generated=16", "--config.data.val_size=16", "--config.eval.val_draws=2"]
     proc = run_main(workdir, *args, config="configs/sweep_P.py")
     assert proc.returncode == 0 and "m2_P16_seed0: training" in proc.stderr, proc.stderr[-2000:]
     results = json.loads((workdir / "sweep.json").read_text())
@@ -328,5 +353,10 @@ def test_module_imports_flow_one_way():
     for m, deps in graph.items():
         if m.startswith("rhmdiff.analysis"):
             assert not any(d.startswith("rhmdiff.tasks") for d in deps), m
+        if m.startswith("rhmdiff.tasks."):  # tasks share helpers through modules, not through other tasks,
+            allowed = {"rhmdiff.tasks", "rhmdiff.tasks.finish", m}  # except the sweeps of rhm runs
+            if m in ("rhmdiff.tasks.sweep", "rhmdiff.tasks.mup_transfer"):
+                allowed.add("rhmdiff.tasks.rhm")
+            assert {d for d in deps if d.startswith("rhmdiff.tasks")} <= allowed, m
         if m in ("rhmdiff.rhm", "rhmdiff.bp", "rhmdiff.theory"):
             assert not any(d.startswith(("rhmdiff.models", "rhmdiff.train", "rhmdiff.tasks")) for d in deps), m

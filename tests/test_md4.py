@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rhmdiff._util import step_keys
 from rhmdiff.diffusion import md4
 
 V, D = 3, 2  # tiny vocabulary and length; mask id = V
@@ -136,9 +137,9 @@ def test_sampler_reveals_the_expected_fraction_at_every_step(grid):
     for i in range(T, 0, -1):
         t, s = md4.sampling_time(i, T, grid), md4.sampling_time(i - 1, T, grid)
         alpha_s = 1.0 if i == 1 else float(schedule.alpha(s))
-        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        keys_i = step_keys(keys, i)
         logits = logits_fn(x, jnp.full((n,), t))
-        x = jax.vmap(lambda k, lg, xx: md4.reverse_step(k, lg, xx, schedule.alpha(t), alpha_s, V))(step_keys, logits, x)
+        x = jax.vmap(lambda k, lg, xx: md4.reverse_step(k, lg, xx, schedule.alpha(t), alpha_s, V))(keys_i, logits, x)
         masked = float((np.asarray(x) == V).mean())
         assert masked == pytest.approx(1 - alpha_s, abs=4 * np.sqrt(0.25 / (n * D)) + 1e-9), (i, grid)
     device = md4.sample_each(keys, logits_fn, schedule, D, V, T=T, grid=grid)

@@ -1,9 +1,10 @@
-"""Every command in the README's ``bash`` blocks runs as written: the data commands run, each
-``rhmdiff.main`` command passes ``--check`` (after the data commands, in a fresh directory
-that holds only ``configs/`` and ``launch/``), each launcher prints its commands with
-``--dry_run``, every other ``python -m`` module and every benchmark script answers ``--help``
-and every pip extra
-exists. Also: every config file the README names exists, and so does every figure."""
+"""Every command in the ``bash`` blocks of README.md and docs/*.md runs as written: the data
+commands run, each ``rhmdiff.main`` command passes ``--check`` (after the data commands, in a
+fresh directory that holds only ``configs/`` and ``launch/``), each launcher prints its
+commands with ``--dry_run``, every other ``python -m`` module and every benchmark script
+answers ``--help`` and every pip extra exists. Also: every config file, benchmark, launcher,
+figure and page that the pages name exists."""
+import glob
 import os
 import re
 import shlex
@@ -14,13 +15,17 @@ import pytest
 
 from conftest import ROOT
 
-README = os.path.join(ROOT, "README.md")
+PAGES = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+# modules whose commands run as written (they make data or files that later commands use)
+RUN_AS_WRITTEN = ("rhmdiff.data.demo_text", "rhmdiff.data.images", "rhmdiff.rhm_rules")
 
 
 def readme_commands() -> list[list[str]]:
-    """The commands of the README's bash blocks (continued lines joined, split at ``&&``)."""
-    with open(README) as f:
-        blocks = re.findall(r"```bash\n(.*?)```", f.read(), re.S)
+    """The commands of the pages' bash blocks (continued lines joined, split at ``&&``)."""
+    blocks = []
+    for page in PAGES:
+        with open(page) as f:
+            blocks += re.findall(r"```bash\n(.*?)```", f.read(), re.S)
     commands = []
     for line in (line for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()):
         words = shlex.split(line)
@@ -45,8 +50,7 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         if argv[:2] == ["pip", "install"]:
             for extra in re.findall(r"\[(\w+)\]", " ".join(argv)):
                 assert f'"{extra}"' in setup, f"README installs the unknown extra [{extra}]"
-        elif argv[:3] in (["python", "-m", "rhmdiff.main"], ["python", "-m", "rhmdiff.data.demo_text"],
-                          ["python", "-m", "rhmdiff.data.images"]):
+        elif argv[:2] == ["python", "-m"] and argv[2] in ("rhmdiff.main", *RUN_AS_WRITTEN):
             check = ["--check"] if argv[2] == "rhmdiff.main" else []
             proc = subprocess.run([sys.executable, *argv[1:], *check], env=env, capture_output=True, text=True)
             needs = re.match(r"rhmdiff: error: config.analysis.run_dir: (\S+) holds no config.json", proc.stderr)
@@ -55,7 +59,7 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
             assert proc.returncode == 0, f"{shlex.join(argv)}: {proc.stderr[-2000:]}"
             workdirs.update(a.split("=", 1)[1] for a in argv if a.startswith("--workdir="))
         elif argv[0].startswith("launch/"):
-            assert "--dry_run" in argv, f"the README's launcher commands should be dry runs: {shlex.join(argv)}"
+            assert "--dry_run" in argv, f"the pages' launcher commands should be dry runs: {shlex.join(argv)}"
             proc = subprocess.run(argv, env=env, capture_output=True, text=True)
             assert proc.returncode == 0 and proc.stdout.strip(), f"{shlex.join(argv)}: {proc.stderr}"
         elif argv[:2] == ["python", "-m"] and argv[2] != "pytest":
@@ -68,17 +72,31 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
             checked.add(argv[1])
             continue
         elif argv[:3] != ["python", "-m", "pytest"]:
-            raise AssertionError(f"a README command this test does not know how to run: {shlex.join(argv)}")
+            raise AssertionError(f"a command this test does not know how to run: {shlex.join(argv)}")
         checked.add(argv[2] if argv[0] == "python" else argv[0])
-    assert {"rhmdiff.main", "rhmdiff.data.demo_text", "rhmdiff.data.images", "launch/slurm.sh"} <= checked
+    assert {"rhmdiff.main", *RUN_AS_WRITTEN, "launch/slurm.sh", "launch/tpu_vm.sh"} <= checked
 
 
-@pytest.mark.parametrize("pattern", [r"`(configs/[\w.]+\.py)", r"\((docs/figures/[\w.]+\.png)\)",
-                                     r"`(benchmarks/[\w.]+\.py)", r"`(launch/[\w.]+)"])
-def test_every_file_the_readme_names_exists(pattern):
-    with open(README) as f:
-        names = set(re.findall(pattern, f.read()))
-    assert names
-    missing = sorted(n for n in names - {"configs/my_task.py"}  # the "Adding an experiment" example
-                     if not os.path.exists(os.path.join(ROOT, n)))
-    assert not missing, missing
+@pytest.mark.parametrize("pattern", [r"`(configs/[\w.]+\.py)", r"`(benchmarks/[\w.]+\.py)", r"`(launch/[\w.]+)",
+                                     r"\]\(([\w./]+\.(?:png|md))\)"])
+def test_every_file_the_pages_name_exists(pattern):
+    """Paths in backquotes are relative to the repository; links are relative to their page."""
+    missing, found = [], 0
+    for page in PAGES:
+        with open(page) as f:
+            names = set(re.findall(pattern, f.read())) - {"configs/my_task.py"}  # "Adding an experiment"
+        found += len(names)
+        base = os.path.dirname(page) if pattern.startswith("\\]") else ROOT
+        missing += [f"{os.path.relpath(page, ROOT)}: {n}" for n in sorted(names)
+                    if not os.path.exists(os.path.join(base, n))]
+    assert found and not missing, missing
+
+
+def test_the_readme_is_a_front_page():
+    """At most 250 lines, with the two set-up commands first and a results table."""
+    with open(PAGES[0]) as f:
+        text = f.read()
+    assert len(text.splitlines()) <= 250
+    first = readme_commands()[:4]
+    assert first[1][:3] == ["python", "-m", "rhmdiff.main"] and first[3][:3] == ["python", "-m", "pytest"]
+    assert "## Results at a glance" in text

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import load_config
 from rhmdiff import evaluate, rhm, train
+from rhmdiff import checkpoints
+from rhmdiff.metrics import read_metrics
 from rhmdiff.data import rhm_data
 from rhmdiff.tasks import rhm as rhm_task
 
@@ -42,7 +44,7 @@ def test_pmap_on_four_devices_matches_one_device(tmp_path):
     runs = {}
     for n in (1, 4):
         out = train.fit(c, str(tmp_path / f"d{n}"), devices=jax.local_devices()[:n],
-                        **rhm_task.setup(c)["fit_kwargs"])
+                        **rhm_task.setup(c).fit_kwargs)
         runs[n] = (out, trajectory(tmp_path / f"d{n}"))
     (out1, traj1), (out4, traj4) = runs[1], runs[4]
     assert len(traj1) == len(traj4) == 4
@@ -50,21 +52,21 @@ def test_pmap_on_four_devices_matches_one_device(tmp_path):
         assert r1.keys() == r4.keys()
         for k in r1:
             np.testing.assert_allclose(r1[k], r4[k], rtol=2e-4, err_msg=k)
-    for a, b in zip(leaves(out1["params"]), leaves(out4["params"])):
+    for a, b in zip(leaves(out1.params), leaves(out4.params)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_batch_size_must_divide_over_devices(tmp_path):
     c = tiny_config(batch_size=6)
     with pytest.raises(ValueError, match="batch_size"):
-        train.fit(c, str(tmp_path), devices=jax.local_devices()[:4], **rhm_task.setup(c)["fit_kwargs"])
+        train.fit(c, str(tmp_path), devices=jax.local_devices()[:4], **rhm_task.setup(c).fit_kwargs)
 
 
 def test_early_stopping_keeps_the_best_parameters(tmp_path):
     """With a scripted validation loss the run stops ``patience`` evaluations after the
     minimum and returns the parameters evaluated there."""
     c = tiny_config(patience=2, num_steps=100)
-    kwargs = rhm_task.setup(c)["fit_kwargs"]
+    kwargs = rhm_task.setup(c).fit_kwargs
     script, seen = [5.0, 3.0, 4.0, 2.5, 2.6, 2.7, 1.0], []
 
     def validate(params):
@@ -72,12 +74,12 @@ def test_early_stopping_keeps_the_best_parameters(tmp_path):
         return {"val_loss": script[len(seen) - 1]}
 
     out = train.fit(c, str(tmp_path), **dict(kwargs, validate=validate))
-    assert out["stopped_early"] and out["done"]
-    assert (out["best_step"], out["steps"], out["best_val_loss"]) == (40, 60, 2.5)
+    assert out.stopped_early and out.done
+    assert (out.best_step, out.steps, out.best_val_loss) == (40, 60, 2.5)
     assert len(seen) == 6
-    for a, b in zip(leaves(out["params"]), leaves(seen[3])):
+    for a, b in zip(leaves(out.params), leaves(seen[3])):
         np.testing.assert_array_equal(a, b)
-    assert not all(np.array_equal(a, b) for a, b in zip(leaves(out["params"]), leaves(seen[-1])))
+    assert not all(np.array_equal(a, b) for a, b in zip(leaves(out.params), leaves(seen[-1])))
 
 
 def recording(batches):
@@ -99,7 +101,7 @@ def test_resume_continues_where_it_stopped_and_equals_the_uninterrupted_run(tmp_
     traced (and compiled) once per run, fresh or resumed: the state it first receives is
     placed like its own outputs."""
     c = tiny_config(log_every=5)
-    kwargs = rhm_task.setup(c)["fit_kwargs"]
+    kwargs = rhm_task.setup(c).fit_kwargs
     full = train.fit(c, str(tmp_path / "full"), **kwargs)
     traces = []
 
@@ -107,11 +109,11 @@ def test_resume_continues_where_it_stopped_and_equals_the_uninterrupted_run(tmp_
         traces.append(1)
         return kwargs["loss_fn"](*args)
 
-    assert train.fit(c, str(tmp_path / "cut"), stop_at=20, **dict(kwargs, loss_fn=loss_fn))["done"] is False
+    assert train.fit(c, str(tmp_path / "cut"), stop_at=20, **dict(kwargs, loss_fn=loss_fn)).done is False
     assert len(traces) == 1  # 4 chunks of 5 steps
     before = (tmp_path / "cut" / "metrics.jsonl").read_text()
     batches, asked = recording(kwargs["batches"])
-    assert train.fit(c, str(tmp_path / "cut"), stop_at=25, **dict(kwargs, batches=batches))["steps"] == 25
+    assert train.fit(c, str(tmp_path / "cut"), stop_at=25, **dict(kwargs, batches=batches)).steps == 25
     after = (tmp_path / "cut" / "metrics.jsonl").read_text()
     assert asked[0] == 20 and after.startswith(before) and '"step": 25' in after[len(before):]
     batches, asked = recording(kwargs["batches"])
@@ -119,13 +121,13 @@ def test_resume_continues_where_it_stopped_and_equals_the_uninterrupted_run(tmp_
     resumed = train.fit(c, str(tmp_path / "cut"), **dict(kwargs, batches=batches, loss_fn=loss_fn))
     assert asked[0] == 20  # the step-25 interruption saved nothing: back to the checkpoint of step 20
     assert len(traces) == 1  # 4 chunks of 5 steps after the restore
-    assert resumed["steps"] == full["steps"] == 40
-    for a, b in zip(leaves(full["params"]), leaves(resumed["params"])):
+    assert resumed.steps == full.steps == 40
+    for a, b in zip(leaves(full.params), leaves(resumed.params)):
         np.testing.assert_array_equal(a, b)
     assert trajectory(tmp_path / "cut") == trajectory(tmp_path / "full")
     batches, asked = recording(kwargs["batches"])
     again = train.fit(c, str(tmp_path / "cut"), **dict(kwargs, batches=batches))  # finished: nothing left
-    assert again["steps"] == 40 and again["best_step"] == full["best_step"] and asked == []
+    assert again.steps == 40 and again.best_step == full.best_step and asked == []
 
 
 def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
@@ -137,10 +139,10 @@ def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
     import optax
     c = tiny_config(num_steps=12, eval_every=6, steps_per_call=3, log_every=1, batch_size=8, lr=0.2)
     s = rhm_task.setup(c)
-    kwargs = s["fit_kwargs"]
-    assert train.fit(c, str(tmp_path), stop_at=6, **kwargs)["done"] is False  # an interruption after step 6
+    kwargs = s.fit_kwargs
+    assert train.fit(c, str(tmp_path), stop_at=6, **kwargs).done is False  # an interruption after step 6
     out = train.fit(c, str(tmp_path), **kwargs)
-    logged = {r["step"]: r["train/objective"] for r in train.read_metrics(tmp_path / "metrics.jsonl")
+    logged = {r["step"]: r["train/objective"] for r in read_metrics(tmp_path / "metrics.jsonl")
               if "train/objective" in r}
 
     params = kwargs["init_params"]()
@@ -156,11 +158,11 @@ def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
         params = optax.apply_updates(params, updates)
         assert logged[step + 1] == pytest.approx(float(objective), rel=1e-4), step
     last = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
-    if out["best_step"] == 12:
-        for a, b in zip(leaves(out["params"]), leaves(last)):
+    if out.best_step == 12:
+        for a, b in zip(leaves(out.params), leaves(last)):
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     import orbax.checkpoint as ocp
-    ckpt = train.Checkpoints(tmp_path)
+    ckpt = checkpoints.Checkpoints(tmp_path)
     final = ckpt.latest.restore(12, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state["params"]
     ckpt.close()
     for a, b in zip(leaves(final), leaves(last)):
@@ -170,12 +172,12 @@ def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 3e-3)])
 def test_loss_decreases_on_a_tiny_problem(tmp_path, optimizer, lr):
     c = tiny_config(optimizer=optimizer, lr=lr, num_steps=300, eval_every=100, steps_per_call=50)
-    kwargs = rhm_task.setup(c)["fit_kwargs"]
+    kwargs = rhm_task.setup(c).fit_kwargs
     initial_val = kwargs["validate"](kwargs["init_params"]())["val_loss"]
     out = train.fit(c, str(tmp_path), **kwargs)
     rows = trajectory(tmp_path)
     assert rows[-1]["train/objective"] < 0.8 * rows[0]["train/objective"]
-    assert out["best_val_loss"] < 0.7 * initial_val
+    assert out.best_val_loss < 0.7 * initial_val
     assert rows[-1]["train/skipped_updates"] == 0
 
 
@@ -255,7 +257,7 @@ def test_ema_is_the_debiased_moving_average_and_stages_are_kept(tmp_path, debias
         if step + 1 in (3, 6):
             expected.append(ema / (1 - decay ** (step + 1)) if debias else ema)
     np.testing.assert_allclose(seen, expected, rtol=1e-5)
-    ckpt = train.Checkpoints(str(tmp_path))
+    ckpt = checkpoints.Checkpoints(str(tmp_path))
     assert ckpt.stage_steps() == [2, 5]
     ckpt.close()
 
@@ -292,11 +294,11 @@ def test_validation_bound_has_stratified_steps_and_fixed_noise():
     c = tiny_config()
     c.data.val_size = 30
     s = rhm_task.setup(c)
-    params = s["fit_kwargs"]["init_params"]()
-    validate = s["fit_kwargs"]["validate"]
+    params = s.fit_kwargs["init_params"]()
+    validate = s.fit_kwargs["validate"]
     first, second = validate(params), validate(params)
     assert first == second
-    schedule, val_x, n = s["schedule"], np.asarray(s["splits"]["val"][0]), 30
+    schedule, val_x, n = s.schedule, np.asarray(s.splits["val"][0]), 30
     k_val = jax.random.split(jax.random.PRNGKey(c.seed), 7)[3]
     k_perm, k_noise = jax.random.split(k_val)
     steps = np.asarray(jax.random.permutation(k_perm, 1 + (schedule.T * (2 * np.arange(n) + 1)) // (2 * n)))
@@ -306,7 +308,7 @@ def test_validation_bound_has_stratified_steps_and_fixed_noise():
         key = jax.random.fold_in(jax.random.fold_in(k_noise, 0), i)
         x0, t = jnp.asarray(val_x[i:i + 1]), jnp.asarray(steps[i:i + 1])
         x_t = d3pm.q_sample(key, schedule, x0[0], t[0], 4)[None]
-        terms = d3pm.vb_terms(schedule, x0, x_t, t, s["model"].apply(params, x_t, t), 4)
+        terms = d3pm.vb_terms(schedule, x0, x_t, t, s.model.apply(params, x_t, t), 4)
         total += float(schedule.T * terms.mean() + d3pm.prior_kl(schedule, x0, 4).mean())
     assert first["val_loss"] == pytest.approx(total / n / np.log(2), rel=1e-5)
 
@@ -318,16 +320,16 @@ def test_evaluation_gives_the_same_numbers_on_one_and_four_devices(monkeypatch):
     from jax.tree_util import Partial
     c = tiny_config()
     s = rhm_task.setup(c)
-    g, schedule, model = s["g"], s["schedule"], s["model"]
-    params = s["fit_kwargs"]["init_params"]()
-    x0 = np.asarray(s["splits"]["val"][0])[:10]
+    g, schedule, model = s.g, s.schedule, s.model
+    params = s.fit_kwargs["init_params"]()
+    x0 = np.asarray(s.splits["val"][0])[:10]
     key = jax.random.PRNGKey(7)
 
     def evaluations(batch_size):
         return (evaluate.generate(key, model, params, schedule, 10, g.d, g.v, batch_size),
                 evaluate.nll_bound(key, Partial(model.apply, params), schedule, x0, g.v, batch_size),
                 evaluate.nll_bound(key, evaluate.oracle_logits_fn(g, schedule), schedule, x0, g.v, batch_size),
-                s["fit_kwargs"]["validate"](params))
+                s.fit_kwargs["validate"](params))
 
     four = evaluations(3)
     monkeypatch.setattr(jax, "local_device_count", lambda *a, **k: 1)

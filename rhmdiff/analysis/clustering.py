@@ -150,19 +150,113 @@ def _cluster_tuples(key, tuples, context, v: int, k: int) -> np.ndarray:
     return rows
 
 
+def _code_classes(key, tuples, context, v: int, k: int) -> np.ndarray:
+    """The class (k-means cluster) of every tuple code from the tuples ``[N, n, s]`` of
+    symbols (-1: unknown) seen at the n positions, with the integer ``context [N, n, c]`` of
+    each position, pooled over positions (the rules do not depend on the position); an
+    array over all ``v**s`` codes, -1 for codes never seen."""
+    s = tuples.shape[-1]
+    flat_t, flat_c = tuples.reshape(-1, s), context.reshape(-1, context.shape[-1])
+    ok = (flat_t >= 0).all(1) & (flat_c >= 0).all(1)
+    classes = np.full(v**s, -1)
+    if not ok.any():
+        return classes
+    values, vectors = mean_contexts(tuple_codes(flat_t[ok], v), flat_c[ok], v)
+    classes[values] = _kmeans_labels(key, vectors, min(k, len(values)))
+    return classes
+
+
+def local_context(tuples, context: str) -> np.ndarray:
+    """The local context of every tuple of ``tuples [N, n, s]`` (n a multiple of s: the
+    tuples in groups of s siblings under one parent of the level above): its nearest sibling's
+    nearest symbol (``"token"``: the next sibling's first symbol, or for the last sibling the
+    previous one's last) or the nearest sibling's whole tuple (``"tuple"``), ``[N, n, 1 or s]``."""
+    N, n, s = tuples.shape
+    child = np.arange(n) % s
+    sibling = np.where(child < s - 1, np.arange(n) + 1, np.arange(n) - 1)
+    if context == "token":
+        return np.where(child[None, :, None] < s - 1, tuples[:, sibling, :1], tuples[:, sibling, -1:])
+    return tuples[:, sibling, :]
+
+
+def hierarchical_classes(key, tokens, g: rhm.Grammar, context: str) -> list[np.ndarray]:
+    """The paper's mechanism (Sec. 4) from visible data only, levels 1 .. L-2: the level-1
+    synonym classes from local context (:func:`local_context`, the nearest sibling tuple under
+    the same level-2 parent), the same classes at every position (statistics pooled over the
+    positions), then the tuples of *estimated* level-1 classes clustered the same way into
+    level-2 classes, and so on. Returns, per level l, the estimated class of every tuple code
+    of level-(l-1) symbols (codes of tokens at l = 1, of estimated classes above; -1 unseen)."""
+    symbols, maps = np.asarray(tokens), []
+    for level in range(1, g.L - 1):
+        tuples = symbols.reshape(len(symbols), -1, g.s)
+        classes = _code_classes(jax.random.fold_in(key, level), tuples, local_context(tuples, context), g.v, g.v)
+        symbols = estimated_symbols(g, symbols, [classes])
+        maps.append(classes)
+    return maps
+
+
+def estimated_symbols(g: rhm.Grammar, tokens, maps: list[np.ndarray]) -> np.ndarray:
+    """The level-(len(maps)) symbols of every sequence given by the class maps of
+    :func:`hierarchical_classes` (-1 where a tuple was never seen)."""
+    symbols = np.asarray(tokens)
+    for classes in maps:
+        tuples = symbols.reshape(len(symbols), -1, g.s)
+        ok = (tuples >= 0).all(-1)
+        symbols = np.where(ok, classes[np.where(ok, tuple_codes(np.maximum(tuples, 0), g.v), 0)], -1)
+    return symbols
+
+
 def hierarchical_clustering_accuracy(key, tokens, g: rhm.Grammar, context: str) -> float:
-    """The clustering algorithm from visible data only, level by level (Fig. 7, deep
-    version). The target is the second level-(L-1) latent; the latents below it are
-    estimated bottom-up: at level l = 1 .. L-1, every needed level-l latent is the k-means
-    cluster of the s-tuple of *estimated* level-(l-1) symbols below it, clustered by mean
-    context (first token or first s-tuple) with as many clusters as symbols can occur there
-    (cluster ids stand in for the symbols one level up). Tuples far from the context
-    correlate weakly with it (lowest common ancestor up to the root), so the deep version
-    needs more data than :func:`synonym_clustering_accuracy` with true latents. Score, as
-    there: each distinct true tuple below the target (from :func:`rhmdiff.rhm.decode`) gets
-    the cluster most of its sequences landed in; the number of tuples whose cluster's
-    majority parent is their own parent, divided by the number of tuples that can occur
-    there (unseen ones count as failures). ``key`` seeds k-means."""
+    """The clustering of the paper's Sec. 4 at the top of the tree, from visible data only:
+    the latents up to level L-2 estimated level by level from local context
+    (:func:`hierarchical_classes`), then the tuple of estimated level-(L-2) classes below the
+    second level-(L-1) latent clustered by its mean first-token (or first s-tuple) context,
+    as :func:`synonym_clustering_accuracy` does with the true latents. Score: each distinct
+    true tuple below the target (from :func:`rhmdiff.rhm.decode`) takes the cluster most of
+    its sequences landed in; the number of tuples whose cluster's majority parent is their
+    own parent, divided by the number of tuples that can occur there (unseen ones count as
+    failures). At L = 2 it is the true-latent algorithm. ``key`` seeds k-means."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    if g.L < 2:
+        raise ValueError(f"the grammar needs L >= 2 levels, got {g.L}")
+    x = np.asarray(tokens)
+    below = estimated_symbols(g, x, hierarchical_classes(key, x, g, context))
+    target = below[:, g.s:2 * g.s]
+    ctx = x[:, :1] if context == "token" else x[:, :g.s]
+    ok = (target >= 0).all(1)
+    clusters = _cluster_tuples(jax.random.fold_in(key, g.L), target, ctx, g.v, len(possible_parents(g, g.L - 1)))
+    latents = rhm.decode(g, x)
+    true_below = x if g.L == 2 else np.asarray(latents[g.L - 3])
+    codes = tuple_codes(true_below[:, g.s:2 * g.s], g.v)
+    parents = np.asarray(latents[g.L - 2])[:, 1]
+    return _majority_score(codes, clusters, parents, ok & (parents >= 0), g.m * len(possible_parents(g, g.L - 1)))
+
+
+def _majority_score(codes, clusters, parents, ok, num_possible: int) -> float:
+    """Each distinct true tuple code takes the cluster most of its rows landed in; the number
+    of tuples whose cluster's majority parent is their own parent, over ``num_possible``."""
+    if not ok.any():
+        return 0.0
+    values, inverse = np.unique(codes[ok], return_inverse=True)
+    votes = np.zeros((len(values), clusters[ok].max() + 1), int)
+    np.add.at(votes, (inverse, clusters[ok]), 1)
+    value_parent = np.zeros(len(values), int)
+    value_parent[inverse] = parents[ok]
+    return float(cluster_purity(votes.argmax(1), value_parent) * len(values) / num_possible)
+
+
+def distant_context_clustering_accuracy(key, tokens, g: rhm.Grammar, context: str) -> float:
+    """A clustering from visible data only in which every latent below the target is estimated
+    against the *distant* context (the first token or first s-tuple of the sequence). The
+    target is the second level-(L-1) latent; the latents below it are estimated bottom-up:
+    at level l = 1 .. L-1, every needed level-l latent is the k-means cluster of the s-tuple
+    of estimated level-(l-1) symbols below it, clustered by its mean first-token (or
+    first-tuple) context, separately at every position, with as many clusters as symbols can
+    occur there. The lower tuples' correlation with that context passes through their lowest
+    common ancestor with it, up to the root, so this algorithm needs ~v m^{2L-1} samples: more
+    than the true-latent :func:`synonym_clustering_accuracy` and than the paper's mechanism,
+    :func:`hierarchical_clustering_accuracy`. Scored as the latter. ``key`` seeds k-means."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if g.L < 2:
@@ -183,12 +277,4 @@ def hierarchical_clustering_accuracy(key, tokens, g: rhm.Grammar, context: str) 
     codes = tuple_codes(below[:, g.s:2 * g.s], g.v)  # the true tuple below the target
     parents = np.asarray(latents[g.L - 2])[:, 1]
     ok = (estimate[:, 1] >= 0) & (parents >= 0)
-    if not ok.any():
-        return 0.0
-    values, inverse = np.unique(codes[ok], return_inverse=True)
-    votes = np.zeros((len(values), estimate[:, 1].max() + 1), int)
-    np.add.at(votes, (inverse, estimate[ok, 1]), 1)
-    value_parent = np.zeros(len(values), int)
-    value_parent[inverse] = parents[ok]
-    num_possible = g.m * len(possible_symbols(g, g.L - 1, 1))
-    return float(cluster_purity(votes.argmax(1), value_parent) * len(values) / num_possible)
+    return _majority_score(codes, estimate[:, 1], parents, ok, g.m * len(possible_symbols(g, g.L - 1, 1)))

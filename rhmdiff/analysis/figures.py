@@ -2,14 +2,16 @@
 
     python -m rhmdiff.analysis.figures runs/DIR [runs/DIR2 ...]
 
-re-plots every known result file found in the given workdirs (PNG next to the JSON);
+re-plots every results file in the given workdirs that names its figure (PNG next to the JSON);
 
-    python -m rhmdiff.analysis.figures p_star OUT.png runs/clustering_m runs/sweep_m_L3 ...
+    python -m rhmdiff.analysis.figures p_star OUT.png runs/clustering_sweep runs/sweep_P ...
 
-draws Fig. 2: P* vs m of the clustering algorithm and of the diffusion model side by side.
+draws Fig. 2: P* vs m of the clustering algorithm and of the diffusion model side by side, and
+writes OUT.json: the diffusion model's P* over each clustering variant's on the same grammars.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -20,10 +22,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rhmdiff.files import as_path, read_json, save_png  # noqa: E402
+from rhmdiff.analysis.sample_complexity import compare_sweeps  # noqa: E402
+from rhmdiff.files import as_path, read_json, save_png, write_json  # noqa: E402
 
-CONTEXT_COLORS = {"token": "black", "tuple": "red", "token-deep": "gray", "tuple-deep": "orange"}
-CONTEXT_STYLES = {"token": "-", "tuple": "--", "token-deep": ":", "tuple-deep": "-."}
+CONTEXT_COLORS = {"token": "black", "tuple": "red", "token-hierarchical": "tab:green", "tuple-hierarchical": "olive",
+                  "token-distant": "gray", "tuple-distant": "orange"}
+CONTEXT_STYLES = {"token": "-", "tuple": "--", "token-hierarchical": "-.", "tuple-hierarchical": (0, (5, 1)),
+                  "token-distant": ":", "tuple-distant": (0, (1, 3))}
+
+
+def _number(x) -> float:
+    """A number of a results file (strict JSON stores NaN and inf as null)."""
+    return float("nan") if x is None else float(x)
+
+
+def _interval(ci) -> str:
+    """`` [lo, hi]`` of a 95% interval, or nothing when it is not finite (too few seeds)."""
+    lo, hi = (_number(b) for b in ci) if ci else (float("nan"), float("nan"))
+    return f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
 
 
 def _save(fig, path) -> None:
@@ -38,11 +54,13 @@ def _save(fig, path) -> None:
 
 
 def plot_clustering_sweep(results: dict, path: str) -> None:
-    """Left: seed-averaged clustering score vs P per m (one panel row per L). Right: P* vs m
-    on log-log axes with the fitted power law and the theory's m^{L+1} (Fig. 2 / Fig. 7)."""
+    """Left: the clustering score vs P per m (mean over grammars), one row per L, one line
+    style per variant. Right: P* vs m at the first threshold, 95% intervals over grammars, the
+    fitted power law of each variant and the theory's P_L ~ m^{L+1} (Fig. 2 / Fig. 7)."""
     Ls = sorted({row["L"] for row in results["summary"]})
-    fig, axes = plt.subplots(len(Ls), 2, figsize=(10, 4 * len(Ls)), squeeze=False)
+    fig, axes = plt.subplots(len(Ls), 2, figsize=(11, 4.2 * len(Ls)), squeeze=False)
     P = np.asarray(results["train_sizes"])
+    threshold = results["thresholds"][0]
     for (ax_curve, ax_star), L in zip(axes, Ls):
         ms = sorted({c["m"] for c in results["curves"] if c["L"] == L})
         cmap = plt.get_cmap("viridis", len(ms))
@@ -50,66 +68,112 @@ def plot_clustering_sweep(results: dict, path: str) -> None:
             for context, style in CONTEXT_STYLES.items():
                 rows = [c["accuracy"] for c in results["curves"] if (c["L"], c["m"], c["context"]) == (L, m, context)]
                 if rows:
-                    ax_curve.plot(P, np.mean(rows, axis=0), style, color=cmap(i),
+                    ax_curve.plot(P, np.mean(rows, axis=0), ls=style, color=cmap(i),
                                   label=f"m={m}" if context == "token" else None)
-        ax_curve.axhline(results["threshold"], color="gray", lw=0.8)
+        for t in results["thresholds"]:
+            ax_curve.axhline(t, color="gray", lw=0.6)
         ax_curve.set(xscale="log", xlabel="P", ylabel="clustering score",
-                     title=f"L={L} (-: first token, --: first tuple; deep: : and -.)")
+                     title=f"L={L}, v={results['v']}, {results['num_seeds']} grammars (line style: variant)")
         ax_curve.legend(fontsize=8)
         for row in results["summary"]:
             if row["L"] != L:
                 continue
-            m, stars = np.asarray(row["m"]), np.asarray(row["p_star"])
+            m = np.asarray(row["m"], float)
+            stars = row["p_star"][0]
+            star = np.array([_number(st["p_star"]) for st in stars])
+            ci = np.array([[_number(b) for b in st["ci"]] for st in stars])
+            ok = np.isfinite(star)
             color = CONTEXT_COLORS[row["context"]]
-            ax_star.plot(m, stars, "o", color=color, label=f"{row['context']}: exponent {row['exponent']:.2f}")
-            ax_star.plot(m, row["prefactor"] * m ** row["exponent"], "-", color=color, lw=0.8)
+            fit = row["exponents"][0]
+            label = row["context"] + (f": {_number(fit['exponent']):.2f}{_interval(fit.get('ci'))}"
+                                      if "ci" in fit else "")
+            ax_star.errorbar(m[ok], star[ok], yerr=[star[ok] - ci[ok, 0], ci[ok, 1] - star[ok]], fmt="o", ms=4,
+                             capsize=2, color=color, label=label)
+            if "prefactor" in fit:
+                ax_star.plot(m, fit["prefactor"] * m ** fit["exponent"], "-", color=color, lw=0.8)
             ref = np.asarray(row["theory_P"])
-        ax_star.plot(m, ref, "k:", label=f"theory P_{L} ~ m^{L + 1}")
-        ax_star.set(xscale="log", yscale="log", xlabel="m", ylabel="P*", title=f"sample complexity, L={L}")
-        ax_star.legend(fontsize=8)
+        ax_star.plot(m, ref, "k:", label=f"P_{L} of Eq. 6 (slope {L + 1})")
+        ax_star.set(xscale="log", yscale="log", xlabel="m", ylabel=f"P* (score >= {threshold}), 95% interval",
+                    title=f"sample complexity, L={L}")
+        ax_star.set_xticks(ms, [str(x) for x in ms])
+        ax_star.legend(fontsize=7)
     _save(fig, path)
 
 
 def plot_sweep(results: dict, path: str) -> None:
-    """Fig. 1a: A_l of generated data vs P (mean over seeds, one figure per m), with the
-    inset A_l vs P / m^{l+1}; and, with several m, P* vs m (Fig. 2)."""
-    points = results["points"]
-    ms = sorted({p["m"] for p in points})
-    L = results["L"]
-    ncols = len(ms) + (len(results["p_star"]) >= 2)
-    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4), squeeze=False)
+    """Fig. 1a: A_l of generated data vs P, one panel per m (seed mean, error bars: one
+    standard error over seeds), with the inset A_l vs P / P_l of Eq. 6 for every m (the curves
+    of the m collapse if P_l sets the scale); and, with several m, P* vs m at every threshold
+    with its interval, the fitted power law and the slope L + 1 (Fig. 2)."""
+    curves, L = results["curves"], results["L"]
+    has_stars = sum(1 for row in results["p_star"] for _ in row["thresholds"][:1]) >= 2
+    ncols = len(curves) + has_stars
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4.2), squeeze=False)
     colors = plt.get_cmap("plasma", L + 1)
-    for ax, m in zip(axes[0], ms):
-        Ps = sorted({p["P"] for p in points if p["m"] == m})
-        acc = np.array([np.mean([p["accuracy"] for p in points if (p["m"], p["P"]) == (m, P)], axis=0) for P in Ps])
-        inset = ax.inset_axes([0.6, 0.12, 0.37, 0.35])
+    markers = "osD^v"
+    for ax, row in zip(axes[0], curves):
+        P, mean = np.asarray(row["train_sizes"]), np.asarray(row["accuracy_mean"])
+        se = np.asarray(row["accuracy_se"], float) if row["accuracy_se"] is not None else np.zeros_like(mean)
+        inset = ax.inset_axes([0.62, 0.1, 0.36, 0.36])
         for level in range(1, L + 1):
-            ax.plot(Ps, acc[:, level - 1], "o-", color=colors(level - 1), label=f"A_{level}")
-            inset.plot(np.asarray(Ps) / m ** (level + 1), acc[:, level - 1], "o-", ms=3, color=colors(level - 1))
-        inset.set(xscale="log", title="vs P / m^(l+1)")
+            ax.errorbar(P, mean[:, level - 1], yerr=se[:, level - 1], fmt="o-", ms=3, capsize=2,
+                        color=colors(level - 1), label=f"A_{level}")
+            ax.axvline(row["P_l"][level - 1], color=colors(level - 1), ls=":", lw=0.8)
+        for k, other in enumerate(curves):
+            om = np.asarray(other["accuracy_mean"])
+            for level in range(1, L + 1):
+                inset.plot(np.asarray(other["train_sizes"]) / other["P_l"][level - 1], om[:, level - 1],
+                           markers[k % len(markers)] + "-", ms=2, lw=0.6, color=colors(level - 1))
+        inset.set(xscale="log", title="all m: vs P / P_l", ylim=(0, 1.02))
         inset.tick_params(labelsize=6)
         inset.title.set_fontsize(7)
         ax.set(xscale="log", ylim=(0, 1.02), xlabel="P (training points)", ylabel="accuracy A_l",
-               title=f"v={results['v']}, m={m}, L={L}")
+               title=f"v={results['v']}, m={row['m']}, L={L}, {len(row['seeds'])} seeds (dotted: P_l of Eq. 6)")
         ax.legend(loc="upper left", fontsize=8)
-    if ncols > len(ms):
+    if has_stars:
         ax = axes[0][-1]
-        rows = [r for r in results["p_star"] if np.isfinite(r["p_star"])]
-        if not rows:
-            ax.text(0.5, 0.5, f"A_L never reached {results['threshold']}:\nno finite P*", ha="center",
-                    va="center", transform=ax.transAxes)
-            _save(fig, path)
-            return
-        m = np.array([r["m"] for r in rows], float)
-        stars = np.array([r["p_star"] for r in rows])
-        ax.plot(m, stars, "o", color="tab:blue", label="diffusion model")
-        if "exponent" in results:
-            ax.plot(m, results["prefactor"] * m ** results["exponent"], "-", color="tab:blue",
-                    label=f"fit: exponent {results['exponent']:.2f}")
-        ax.plot(m, stars[0] * (m / m[0]) ** (L + 1), "k:", label=f"m^{L + 1}")
-        ax.set(xscale="log", yscale="log", xlabel="m",
-               ylabel=f"P* ({results.get('metric', 'accuracy')} A_L >= {results['threshold']})")
-        ax.legend(fontsize=8)
+        for i, threshold in enumerate(results["thresholds"]):
+            rows = [(r["m"], r["thresholds"][i]) for r in results["p_star"]
+                    if np.isfinite(_number(r["thresholds"][i]["p_star"]))]
+            if not rows:
+                continue
+            m = np.array([r[0] for r in rows], float)
+            star = np.array([_number(r[1]["p_star"]) for r in rows])
+            ci = np.array([[_number(b) for b in r[1]["ci"]] for r in rows])
+            color = plt.get_cmap("viridis", len(results["thresholds"]) + 1)(i)
+            ax.errorbar(m, star, yerr=[star - ci[:, 0], ci[:, 1] - star], fmt="o", capsize=3, color=color,
+                        label=f"A_L >= {threshold}")
+            fit = next((e for e in results["exponents"] if e["threshold"] == threshold), None)
+            if fit:
+                ax.plot(m, fit["prefactor"] * m ** fit["exponent"], "-", lw=0.8, color=color,
+                        label=f"  exponent {fit['exponent']:.2f}{_interval(fit['ci'])}")
+        ms = np.array(sorted({r["m"] for r in results["p_star"]}), float)
+        P_L = np.array([c["P_l"][-1] for c in curves if c["m"] in ms])
+        ax.plot(ms, P_L, "k:", label=f"P_{L} of Eq. 6 (slope {L + 1})")
+        ax.set(xscale="log", yscale="log", xlabel="m", ylabel=f"P* ({results['metric']} A_L, 95% interval)")
+        ax.set_xticks(ms, [str(int(x)) for x in ms])
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_stages(results: dict, path) -> None:
+    """Fig. 1b: A_l of generated sequences against the number of training sequences seen (steps
+    x batch), error bars one binomial standard error, with P_l of Eq. 6 dotted."""
+    stages = results["stages"]
+    seen = np.array([row["samples_seen"] for row in stages])
+    acc, se = np.array([row["accuracy"] for row in stages]), np.array([row["accuracy_se"] for row in stages])
+    L = acc.shape[1]
+    colors = plt.get_cmap("plasma", L + 1)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for level in range(1, L + 1):
+        ax.errorbar(seen, acc[:, level - 1], yerr=se[:, level - 1], fmt="o-", ms=3, capsize=2,
+                    color=colors(level - 1), label=f"A_{level}")
+        if "P_l" in results:
+            ax.axvline(results["P_l"][level - 1], color=colors(level - 1), ls=":", lw=0.8)
+    kind = "fresh" if results.get("online") else "training"
+    ax.set(xscale="log", ylim=(0, 1.02), xlabel=f"{kind} sequences seen (steps x batch)", ylabel="accuracy A_l",
+           title=f"A_l during training ({stages[0]['num_generated']} sequences per point; dotted: P_l of Eq. 6)")
+    ax.legend(fontsize=8)
     _save(fig, path)
 
 
@@ -277,57 +341,61 @@ def plot_score_error(results: dict, path) -> None:
     _save(fig, path)
 
 
-def plot_p_star_comparison(results: list[dict], path: str) -> None:
-    """Fig. 2: P* vs m of every clustering variant (``clustering_sweep.json``) and of the
-    diffusion model (``sweep.json``), one panel per L. Each P* is divided by its own
-    v / (1 - m / v^{s-1}), so runs on different v share the axes and the theory (Eq. 6) is
-    the line m^{L+1}."""
+def plot_p_star_comparison(results: list[dict], path: str, thresholds=(0.5, 0.8)) -> None:
+    """Fig. 2: P* vs m of the diffusion model (``sweep.json``) and of every clustering variant
+    (``clustering_sweep.json``), one panel per L and per threshold of ``thresholds`` that the
+    runs measured, 95% intervals over seeds. Each P* is divided by its own v / (1 - m/v^{s-1}),
+    so runs on different v share the axes and Eq. 6 is the line m^{L+1}."""
     prefactor = lambda v, s, m: v / (1.0 - np.asarray(m, float) / v ** (s - 1))
-    series = []  # (L, label, color, m, normalized P*)
+    series = []  # (L, threshold, label, color, marker, m, P*, lower, upper) normalized
     for res in results:
         if res.get("task") == "clustering_sweep":
-            for row in res["summary"]:
-                series.append((row["L"], f"clustering, {row['context']} (v={res['v']})", CONTEXT_COLORS[row["context"]],
-                               row["m"], np.asarray(row["p_star"]) / prefactor(res["v"], res["s"], row["m"])))
+            rows = [(row["L"], row["context"], row["m"], row["p_star"]) for row in res["summary"]]
+            label, color = "clustering, {} (v={})", None
         elif res.get("task") == "sweep":
-            m = [r["m"] for r in res["p_star"]]
-            series.append((res["L"], f"diffusion model (v={res['v']})", "tab:blue", m,
-                           np.asarray([r["p_star"] for r in res["p_star"]]) / prefactor(res["v"], res["s"], m)))
+            rows = [(res["L"], "diffusion", [r["m"] for r in res["p_star"]],
+                     [[r["thresholds"][i] for r in res["p_star"]] for i in range(len(res["thresholds"]))])]
+            label, color = "diffusion model (v={1})", "tab:blue"
         else:
             raise ValueError(f"expected clustering_sweep or sweep results, got task {res.get('task')!r}")
-    series = list({(row[0], row[1]): row for row in series}.values())  # the same run given twice: once
-    Ls = sorted({row[0] for row in series})
-    fig, axes = plt.subplots(1, len(Ls), figsize=(5.5 * len(Ls), 4.5), squeeze=False)
-    for ax, L in zip(axes[0], Ls):
-        ms = sorted({m for row in series if row[0] == L for m in row[3]})
-        for _, label, color, m, stars in (row for row in series if row[0] == L):
-            finite = np.isfinite(stars)
-            marker = "s-" if color == "tab:blue" else "o--"
-            missing = [mm for mm, f in zip(m, finite) if not f]
-            label += f" (no P* at m = {', '.join(map(str, missing))})" if missing else ""
-            ax.plot(np.asarray(m)[finite], stars[finite], marker, color=color, ms=5, lw=0.8, label=label)
+        for L, name, m, stars in rows:
+            for threshold, per_m in zip(res["thresholds"], stars):
+                if threshold in thresholds:
+                    norm = prefactor(res["v"], res["s"], m)
+                    star = np.array([_number(st["p_star"]) for st in per_m])
+                    ci = np.array([[_number(b) for b in st["ci"]] for st in per_m])
+                    series.append((L, threshold, label.format(name, res["v"]), color or CONTEXT_COLORS[name],
+                                   "s" if name == "diffusion" else "o", np.asarray(m, float), star / norm,
+                                   ci[:, 0] / norm, ci[:, 1] / norm))
+    panels = sorted({(row[0], row[1]) for row in series})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    for ax, (L, threshold) in zip(axes[0], panels):
+        ms = sorted({m for row in series if row[:2] == (L, threshold) for m in row[5]})
+        for _, _, label, color, marker, m, star, lo, hi in (row for row in series if row[:2] == (L, threshold)):
+            ok = np.isfinite(star)
+            ax.errorbar(m[ok], star[ok], yerr=[star[ok] - lo[ok], hi[ok] - star[ok]], fmt=marker + "-", ms=4,
+                        lw=0.8, capsize=2, color=color, label=label)
         grid = np.linspace(min(ms), max(ms), 50)
-        ax.plot(grid, grid ** (L + 1), "k:", label=f"theory m^{L + 1}")
-        ax.set(xscale="log", yscale="log", xlabel="m", ylabel="P* (1 - m/v^(s-1)) / v", title=f"L = {L}")
-        ax.set_xticks(ms, [str(m) for m in ms])
+        ax.plot(grid, grid ** (L + 1), "k:", label=f"Eq. 6: m^{L + 1}")
+        ax.set(xscale="log", yscale="log", xlabel="m", ylabel="P* (1 - m/v^(s-1)) / v",
+               title=f"L = {L}, threshold {threshold} (A_L or clustering score)")
+        ax.set_xticks(ms, [str(int(m)) for m in ms])
         ax.legend(fontsize=7)
     _save(fig, path)
 
 
-PLOTTERS = {"mmd.json": plot_mmd, "correlations.json": plot_correlations, "text_correlations.json": plot_correlations,
-            "perplexity.json": plot_perplexity, "clustering_sweep.json": plot_clustering_sweep,
-            "sensitivity.json": plot_sensitivity, "sweep.json": plot_sweep, "onestep.json": plot_onestep,
-            "mup_transfer.json": plot_mup_transfer, "score_error.json": plot_score_error}
-
-
 def replot(workdir) -> list[str]:
-    """Re-plot every known result file in ``workdir``; returns the PNG paths written."""
+    """Re-plot every results file in ``workdir`` that names its figure (``"figure"``: the
+    plotting function of this module that drew it); returns the PNG paths written."""
     written = []
-    for name, plot in PLOTTERS.items():
-        path = as_path(workdir) / name
-        if path.exists():
+    for path in sorted(as_path(workdir).glob("*.json")):
+        results = None
+        with contextlib.suppress(ValueError, OSError):
+            results = read_json(path)
+        plot = globals().get(results.get("figure", "")) if isinstance(results, dict) else None
+        if callable(plot) and plot.__name__.startswith("plot_"):
             png = path.with_suffix(".png")
-            plot(read_json(path), png)
+            plot(results, png)
             written.append(str(png))
     return written
 
@@ -345,7 +413,12 @@ def main(argv) -> int:
                 return 1
             results.append(read_json(os.path.join(workdir, names[0])))
         plot_p_star_comparison(results, argv[2])
-        print(f"wrote {argv[2]}")
+        diffusion = [r for r in results if r["task"] == "sweep"]
+        ratios = [row for d in diffusion for c in results if c["task"] == "clustering_sweep"
+                  and (d["v"], d["s"]) == (c["v"], c["s"]) for row in compare_sweeps(d, c)]
+        out = os.path.splitext(argv[2])[0] + ".json"
+        write_json(out, {"ratios": ratios})
+        print(f"wrote {argv[2]} and {out} ({len(ratios)} diffusion / clustering ratios on the same grammars)")
         return 0
     for workdir in argv[1:]:
         written = replot(workdir)

@@ -45,7 +45,7 @@ def content_key(*parts) -> str:
 
 def cache_root(config, workdir) -> str:
     """The directory that holds the prepared-data caches of a run (see module docstring)."""
-    if config.data.get("cache_dir", ""):
+    if config.data.cache_dir:
         return os.path.abspath(os.path.expanduser(config.data.cache_dir))
     if is_remote(workdir):
         return os.path.join(os.path.expanduser("~"), ".cache", "rhmdiff")

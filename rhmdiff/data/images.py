@@ -173,3 +173,14 @@ if __name__ == "__main__":
     flags.DEFINE_integer("size", 16, "Image size.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
     app.run(main)
+
+
+def image_grid(x: np.ndarray, columns: int = 8) -> np.ndarray:
+    """uint8 images ``[N, H, W, 3]`` laid out in a grid (white where the last row is short)."""
+    n, h, w, _ = x.shape
+    rows = -(-n // columns)
+    grid = np.full((rows * h, columns * w, 3), 255, np.uint8)
+    for i, img in enumerate(x):
+        r, c = divmod(i, columns)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+    return grid

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from rhmdiff import rhm
-from rhmdiff._util import numpy_rng
+from rhmdiff._util import example_keys, numpy_rng, step_keys
 
 
 def make_splits(key, g: rhm.Grammar, train_size: int, val_size: int, test_size: int) -> dict:
@@ -56,7 +56,7 @@ def online_batches(key, g: rhm.Grammar, batch_size: int, start: int, num: int, e
     sequence of ``exclude`` (e.g. the validation and test sets) is replaced by another one
     (from ``fold_in(fold_in(key, n), attempt)``), so those sequences never enter training:
     the stream is the RHM's distribution restricted to the other sequences."""
-    keys = jax.vmap(lambda n: jax.random.fold_in(key, n))(np.arange(start, start + num))
+    keys = example_keys(key, num, start)
     x = np.array(_online(keys, g, batch_size))
     if exclude is None or len(exclude) == 0:
         return x
@@ -67,7 +67,7 @@ def online_batches(key, g: rhm.Grammar, batch_size: int, start: int, num: int, e
         if not len(hits):
             return x
         step_of = hits // batch_size
-        fresh = np.asarray(_online(jax.vmap(lambda k: jax.random.fold_in(k, attempt))(keys[step_of]), g, batch_size))
+        fresh = np.asarray(_online(step_keys(keys[step_of], attempt), g, batch_size))
         flat[hits] = fresh[np.arange(len(hits)), hits % batch_size]
     raise RuntimeError("online_batches: could not draw sequences outside the excluded set")
 

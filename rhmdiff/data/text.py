@@ -40,7 +40,7 @@ from rhmdiff._util import progress as progress_bar
 from rhmdiff.data import DataError
 from rhmdiff.data.cache import content_key, file_signature
 from rhmdiff.data.epochs import EpochOrder
-from rhmdiff.files import write_json
+from rhmdiff.files import atomic_write, write_json, write_npy
 
 EOT = "<|endoftext|>"
 # GPT-2's pre-tokenization regex (tiktoken's "gpt2" encoding).
@@ -243,3 +243,11 @@ class TokenData:
         ``int32[num, rows, seq_len]``."""
         return np.stack([self.sequences("train", self.order.indices(batch_size, step, rows))
                          for step in range(start, start + num)])
+
+
+def write_samples(directory, x: np.ndarray, tokenizer) -> None:
+    """``samples.npy`` (tokens) and ``samples.txt`` (decoded, one sample per block) in ``directory``."""
+    write_npy(directory / "samples.npy", x)
+    with atomic_write(directory / "samples.txt") as f:
+        for i, seq in enumerate(x):
+            f.write(f"===== sample {i} =====\n{tokenizer.decode(seq.tolist())}\n")

@@ -25,7 +25,7 @@ from flax import struct
 from jax.tree_util import Partial
 
 from rhmdiff import bp
-from rhmdiff._util import as_argument, expand_right, log_softmax, softmax
+from rhmdiff._util import as_argument, example_keys, expand_right, log_softmax, softmax, step_keys
 from rhmdiff.rhm import Grammar
 
 SCHEDULES = ("linear", "cosine")
@@ -199,22 +199,12 @@ def loss(key, logits_fn, schedule: Schedule, x0, v: int, hybrid_coeff: float = 0
     return loss_terms(schedule, x0, x_t, t, logits_fn(x_t, t), v, hybrid_coeff, objective)
 
 
-def sequence_keys(key, num: int):
-    """One key per sequence: ``fold_in(key, i)`` for ``i < num`` (so a sequence's draws do not
-    depend on the batch or the device it is computed in)."""
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
-
-
-def _fold_each(keys, data):
-    return jax.vmap(lambda k: jax.random.fold_in(k, data))(keys)
-
-
 def bound_terms(fn, keys, schedule: Schedule, x0, t, v: int):
     """``L_t`` (:func:`vb_terms`, nats, mean over tokens) of every sequence at each step of
     ``t int[k]``: ``float32[k, B]``; x_t drawn from ``fold_in(keys[i], t)``. The k steps go
     through the network as one batch of k * B sequences."""
     k, (b, d) = t.shape[0], x0.shape
-    x_t = jax.vmap(lambda tt: jax.vmap(lambda kk, x: q_sample(kk, schedule, x, tt, v))(_fold_each(keys, tt), x0))(t)
+    x_t = jax.vmap(lambda tt: jax.vmap(lambda kk, x: q_sample(kk, schedule, x, tt, v))(step_keys(keys, tt), x0))(t)
     tt = jnp.repeat(t, b)
     x0k = jnp.broadcast_to(x0, (k, b, d)).reshape(k * b, d)
     x_t = x_t.reshape(k * b, d)
@@ -251,14 +241,14 @@ def nll_bound(key, logits_fn, schedule: Schedule, x0, v: int):
     KL: ``float32[B]`` per sequence. Pass a network as ``jax.tree_util.Partial(apply,
     params)`` to keep its parameters out of the compiled program's constants."""
     x0 = jnp.asarray(x0)
-    return nll_bound_each(sequence_keys(key, x0.shape[0]), logits_fn, schedule, x0, v)
+    return nll_bound_each(example_keys(key, x0.shape[0]), logits_fn, schedule, x0, v)
 
 
 def reverse_step(fn, keys, schedule: Schedule, x, t, v: int):
     """One ancestral step ``x_t -> x_{t-1}`` of every sequence of ``x [B, d]`` at step ``t``:
     ``fn(keys_x0 [B], x_t, t [B]) -> p(x_0 | x_t)`` and ``x_{t-1} ~ p(x_{t-1} | x_t)``, the
     randomness of sequence i from ``fold_in(keys[i], t)``."""
-    split = jax.vmap(jax.random.split)(_fold_each(keys, t))
+    split = jax.vmap(jax.random.split)(step_keys(keys, t))
     tt = jnp.full(x.shape[:1], t)
     logits = q_posterior_logits(schedule, fn(split[:, 0], x, tt), x, tt, v)
     return jax.vmap(lambda k, lg: jax.random.categorical(k, lg, axis=-1))(split[:, 1], logits).astype(jnp.int32)
@@ -266,7 +256,7 @@ def reverse_step(fn, keys, schedule: Schedule, x, t, v: int):
 
 def initial_noise(keys, d: int, v: int):
     """x_T uniform, sequence i from ``fold_in(keys[i], 0)`` (0 is no reverse step)."""
-    return jax.vmap(lambda k: jax.random.randint(k, (d,), 0, v, dtype=jnp.int32))(_fold_each(keys, 0))
+    return jax.vmap(lambda k: jax.random.randint(k, (d,), 0, v, dtype=jnp.int32))(step_keys(keys, 0))
 
 
 @functools.partial(jax.jit, static_argnames=("d", "v"))
@@ -293,7 +283,7 @@ def sample(key, denoise_fn, schedule: Schedule, shape, v: int):
     ``jax.tree_util.Partial(probs_fn, params)`` to keep its parameters out of the compiled
     program's constants."""
     num, d = shape
-    return sample_each(sequence_keys(key, num), denoise_fn, schedule, d, v)
+    return sample_each(example_keys(key, num), denoise_fn, schedule, d, v)
 
 
 def oracle_denoiser(g: Grammar, schedule: Schedule):
@@ -324,4 +314,4 @@ def oracle_sample(key, g: Grammar, schedule: Schedule, num: int, exact: bool = T
     and x_{t-1} ~ q(x_{t-1} | x_t, x_0), so every x_{t-1} is an exact draw of the reverse
     process and the output is an exact RHM sample. ``exact=False``: the factorized sampler
     that uses the per-token marginals (what a perfect D3PM denoiser would do)."""
-    return oracle_sample_each(sequence_keys(key, num), g, schedule, exact)
+    return oracle_sample_each(example_keys(key, num), g, schedule, exact)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rhmdiff._util import as_argument, expand_right
+from rhmdiff._util import as_argument, example_keys, expand_right
 from rhmdiff._util import progress as progress_bar
 
 
@@ -171,7 +171,7 @@ def noise(key, schedule: GaussianSchedule, shape):
 def hybrid_loss(key, model_fn, schedule: GaussianSchedule, x0, lam: float = 0.001):
     """Improved DDPM's hybrid objective on a batch ``x0 [B, ...]`` in [-1, 1], t uniform
     (image i's step and noise from ``fold_in(key, i)``); see :func:`hybrid_terms`."""
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x0.shape[0]))
+    keys = example_keys(key, x0.shape[0])
     t, eps = jax.vmap(lambda k: noise(k, schedule, x0.shape[1:]))(keys)
     return hybrid_terms(model_fn, schedule, x0, t, eps, lam)
 
@@ -232,5 +232,5 @@ def sample(key, model_fn, schedule: GaussianSchedule, shape, clip: bool = True, 
     (a ``jax.tree_util.Partial`` keeps network parameters out of the compiled constants);
     ``clip`` clips the predicted x_0 to [-1, 1] at every step (images). ``shape`` = (B, ...);
     image b from the key ``fold_in(key, b)``."""
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(shape[0]))
+    keys = example_keys(key, shape[0])
     return sample_each(keys, model_fn, schedule, tuple(shape[1:]), clip, progress)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rhmdiff._util import as_argument, expand_right, log_softmax, softmax
+from rhmdiff._util import as_argument, example_keys, expand_right, log_softmax, softmax, step_keys
 
 SCHEDULES = ("linear", "cosine", "poly")
 GRIDS = ("uniform", "cosine")
@@ -122,7 +122,7 @@ def loss(key, logits_fn, schedule: MaskingSchedule, x0, vocab_size: int, mask_id
     b = x0.shape[0]
     k_t, k_seq = jax.random.split(key)
     t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / b, 1.0)
-    keys = jax.vmap(lambda i: jax.random.fold_in(k_seq, i))(jnp.arange(b))
+    keys = example_keys(k_seq, b)
     parts = {k: v.mean() for k, v in elbo_each(keys, t, logits_fn, schedule, x0, vocab_size, mask_id).items()}
     total = parts["diffusion"] + parts["reconstruction"] + parts["prior"]
     return total, dict(parts, nats_per_token=total, bits_per_token=total / np.log(2.0))
@@ -167,9 +167,9 @@ def _sample(fn, keys, schedule: MaskingSchedule, seq_len: int, vocab_size: int, 
         t, s = sampling_time(i, T, grid), sampling_time(i - 1, T, grid)
         alpha_s = jnp.where(i == 1, 1.0, schedule.alpha(s))
         logits = fn(x, jnp.full(x.shape[:1], t))
-        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        keys_i = step_keys(keys, i)
         step = lambda k, lg, xx: reverse_step(k, lg, xx, schedule.alpha(t), alpha_s, mask_id, top_p)
-        return jax.vmap(step)(step_keys, logits, x)
+        return jax.vmap(step)(keys_i, logits, x)
 
     x = jnp.full((keys.shape[0], seq_len), mask_id, jnp.int32)
     return jax.lax.fori_loop(0, T, body, x)
@@ -195,5 +195,5 @@ def sample(key, logits_fn, schedule: MaskingSchedule, shape, vocab_size: int, ma
     Pass a network as ``jax.tree_util.Partial(apply, params)`` to keep its parameters out
     of the compiled program's constants."""
     num, seq_len = shape
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
+    keys = example_keys(key, num)
     return sample_each(keys, logits_fn, schedule, seq_len, vocab_size, mask_id, T, top_p, grid)

@@ -108,3 +108,8 @@ class ImageUNet(nn.Module):
                     h = _conv(c)(jax.image.resize(h, (b, 2 * hgt, 2 * wid, c), "nearest"))
         out = _conv(2 * x.shape[-1], zero=True)(nn.silu(_norm(h.shape[-1])(h)))
         return jnp.split(out, 2, -1)
+
+
+def init_params(model: ImageUNet, key, size: int):
+    """The U-Net's parameters, initialized on a dummy batch of one ``size`` x ``size`` RGB image."""
+    return model.init(key, jnp.zeros((1, size, size, 3)), jnp.zeros((1,), jnp.int32))

@@ -29,8 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rhmdiff._util import num_params  # noqa: F401 -- re-exported: the parameter count of a model
-
 POSITIONS = ("rope", "learned")
 
 
@@ -133,3 +131,8 @@ class Transformer(nn.Module):
         x = _modulate(nn.RMSNorm(dtype=dtype, name="final_norm")(x), shift, scale)
         logits = nn.Dense(self.vocab_size, kernel_init=nn.initializers.zeros, dtype=dtype, name="readout")(x)
         return logits.astype(jnp.float32)
+
+
+def init_params(model: Transformer, key, seq_len: int):
+    """The transformer's parameters, initialized on a dummy batch of one sequence of ``seq_len`` tokens."""
+    return model.init(key, jnp.zeros((1, seq_len), jnp.int32), jnp.zeros((1,)))

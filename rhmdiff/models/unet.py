@@ -187,6 +187,11 @@ class ReferenceUNet(nn.Module):
         return (logits, pre) if return_preactivations else logits
 
 
+def init_params(model, key, d: int):
+    """The parameters of either U-Net, initialized on a dummy batch of one sequence of ``d`` tokens."""
+    return model.init(key, jnp.zeros((1, d), jnp.int32), jnp.ones((1,), jnp.int32))
+
+
 def mup_lr_scale(width: int) -> float:
     """Factor multiplying the base SGD learning rate in the multiplier form of muP (see
     module docstring): the trainer uses ``lr * width``."""

@@ -1,17 +1,23 @@
-"""The ``clustering_sweep`` task: sample complexity P* of the clustering algorithm vs m
-(paper Fig. 2 for L = 2, Fig. 7 for L = 3).
+"""The ``clustering_sweep`` task: sample complexity P* of the clustering algorithm of Sec. 4.3
+vs m (paper Fig. 2 at L = 2, Fig. 7 at L = 3), with seeds and intervals.
 
-For every L in ``sweep.L_values``, m in ``sweep.m_values`` and grammar seed, the algorithm of
-:func:`rhmdiff.analysis.clustering.synonym_clustering_accuracy` runs on P i.i.d. sequences for a
-log-spaced grid of P, for the top tuple level (``level = L - 1``: tuples of level-(L-2)
-symbols whose context token has its lowest common ancestor at the root), with both
-contexts. With ``sweep.hierarchical`` and L >= 3, also the deep version that estimates every
-latent below the target from visible data only
-(:func:`rhmdiff.analysis.clustering.hierarchical_clustering_accuracy`, contexts
-"token-deep" / "tuple-deep", Fig. 7). P* is where the seed-averaged score crosses
-``sweep.threshold`` (interpolated in log P); the fitted exponent of P* vs m is compared with
-the theory's L + 1 (Eq. 6).
-Writes ``clustering_sweep.json`` and ``clustering_sweep.png``.
+For every L in ``sweep.L_values``, m in ``sweep.m_values`` and grammar seed 0 ..
+``sweep.num_seeds`` - 1 (grammar ``rhm.make_grammar(PRNGKey(seed), v, m, s, L)``: the same
+grammars as the diffusion sweeps' ``rhm.seed``), the algorithm runs on P i.i.d. sequences for
+a log-spaced grid of P, in each of ``sweep.variants``:
+
+* ``token`` / ``tuple``: the tuple of true level-(L-2) latents below the second level-(L-1)
+  latent clustered by its mean first-token (first s-tuple) context
+  (:func:`rhmdiff.analysis.clustering.synonym_clustering_accuracy`; Fig. 7 at L = 3);
+* ``token-hierarchical`` / ``tuple-hierarchical`` (L >= 3): the same from visible data only,
+  the latents below estimated level by level from local context, the paper's mechanism
+  (:func:`~rhmdiff.analysis.clustering.hierarchical_clustering_accuracy`);
+* ``token-distant`` / ``tuple-distant`` (L >= 3): every lower latent estimated against the
+  distant first token (:func:`~rhmdiff.analysis.clustering.distant_context_clustering_accuracy`).
+
+P* per seed at each of ``sweep.thresholds`` (interpolated in log P), with its t-interval over
+seeds, and the exponent of P* vs m with its interval (every seed's P* pooled), next to the
+theory's L + 1 (Eq. 6). Writes ``clustering_sweep.json`` and ``clustering_sweep.png``.
 """
 from __future__ import annotations
 
@@ -21,41 +27,46 @@ from absl import logging
 
 from rhmdiff import config_check as check
 from rhmdiff import rhm, theory
-from rhmdiff import workdir as workdir_lib
 from rhmdiff._util import progress
 from rhmdiff.analysis import clustering, figures
-from rhmdiff.analysis.sample_complexity import fit_power_law, log_grid, p_star
-from rhmdiff.files import write_json
+from rhmdiff.analysis.sample_complexity import log_grid, p_star_statistics, power_law_fit
+from rhmdiff.tasks import finish
 
-MUTABLE = ("sweep.threshold",)
-
-
-def validate_grammar_grid(config) -> None:
-    """The grammar grid and the P grid of the sweeps that need no training (``clustering_sweep``, ``onestep``)."""
-    check.seed(config)
-    v, s = check.integer(config, "sweep.v", 1), check.integer(config, "sweep.s", 2)
-    for m in check.int_list(config, "sweep.m_values", 1):
-        check.grammar_sizes(config, "sweep.m_values", v, m, s, 2)
-    check.integer(config, "sweep.num_seeds", 1)
-    check.integer(config, "sweep.num_P", 2)
-    p_min = check.integer(config, "sweep.P_min", 2)
-    if check.integer(config, "sweep.P_max", 2, 10**9) <= p_min:
-        raise check.ConfigError("sweep.P_max", f"must be > P_min = {p_min}")
+MUTABLE = ("sweep.thresholds",)
+OUTPUTS = ("clustering_sweep.json", "clustering_sweep.png")
 
 
 def validate(config) -> None:
-    validate_grammar_grid(config)
+    check.grammar_grid(config)
     for L in check.int_list(config, "sweep.L_values", 2):
         for m in config.sweep.m_values:
             check.grammar_sizes(config, "sweep.L_values", config.sweep.v, m, config.sweep.s, L)
-    check.flag(config, "sweep.hierarchical")
-    check.real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
+    chosen = check.get(config, "sweep.variants")
+    if not isinstance(chosen, (list, tuple)) or not chosen or not set(chosen) <= set(VARIANTS):
+        raise check.ConfigError("sweep.variants", f"must be a non-empty list of {list(VARIANTS)}, got {chosen!r}")
+    thresholds = check.get(config, "sweep.thresholds")
+    if not isinstance(thresholds, (list, tuple)) or not thresholds or not all(
+            isinstance(x, (int, float)) and 0 < x <= 1 for x in thresholds):
+        raise check.ConfigError("sweep.thresholds", f"must be a non-empty list of numbers in (0, 1], got {thresholds!r}")
+
+
+VARIANTS = ("token", "tuple", "token-hierarchical", "tuple-hierarchical", "token-distant", "tuple-distant")
 
 
 def variants(sw, L: int) -> list[str]:
-    """The clustering variants run at depth L: both contexts, and their deep versions."""
-    deep = [f"{c}-deep" for c in clustering.CONTEXTS] if sw.get("hierarchical", False) and L >= 3 else []
-    return list(clustering.CONTEXTS) + deep
+    """The variants of ``sweep.variants`` that mean something at depth L (the estimated-latent
+    ones need L >= 3: at L = 2 the tuple below the target is visible)."""
+    return [v for v in sw.variants if "-" not in v or L >= 3]
+
+
+def scorer(variant: str, g: rhm.Grammar):
+    """``(key, tokens) -> score`` of one variant on grammar ``g``."""
+    context, _, kind = variant.partition("-")
+    if kind == "hierarchical":
+        return lambda k, xs: clustering.hierarchical_clustering_accuracy(k, xs, g, context)
+    if kind == "distant":
+        return lambda k, xs: clustering.distant_context_clustering_accuracy(k, xs, g, context)
+    return lambda k, xs: clustering.synonym_clustering_accuracy(k, xs, g, g.L - 1, context)
 
 
 def run(config, workdir) -> dict:
@@ -66,34 +77,35 @@ def run(config, workdir) -> dict:
     cases = [(L, m, seed) for L in sw.L_values for m in sw.m_values for seed in range(sw.num_seeds)]
     for L, m, seed in progress(cases, desc="clustering sweep"):
         g = rhm.make_grammar(jax.random.PRNGKey(seed), sw.v, m, sw.s, L)
-        x, _ = rhm.sample(jax.random.fold_in(key, seed), g, int(grid[-1]))
-        x = np.asarray(x)
-        for context in variants(sw, L):
-            if context.endswith("-deep"):
-                score = lambda k, xs: clustering.hierarchical_clustering_accuracy(k, xs, g, context[:-len("-deep")])
-            else:
-                score = lambda k, xs: clustering.synonym_clustering_accuracy(k, xs, g, L - 1, context)
+        x = np.asarray(rhm.sample(jax.random.fold_in(key, seed), g, int(grid[-1]))[0])
+        for variant in variants(sw, L):
+            score = scorer(variant, g)
             acc = [score(jax.random.fold_in(key, int(P)), x[:P]) for P in grid]
-            curves.append({"L": L, "m": m, "seed": seed, "context": context, "accuracy": acc})
+            curves.append({"L": L, "m": m, "seed": seed, "context": variant, "accuracy": acc})
     for L in sw.L_values:
-        for context in variants(sw, L):
-            stars = []
+        for variant in variants(sw, L):
+            per_m = []
             for m in sw.m_values:
-                mean = np.mean([c["accuracy"] for c in curves
-                                if (c["L"], c["m"], c["context"]) == (L, m, context)], axis=0)
-                stars.append(p_star(grid, mean, sw.threshold))
-            exponent, prefactor = fit_power_law(sw.m_values, stars)
-            summary.append({"L": L, "context": context, "m": list(sw.m_values), "p_star": stars,
-                            "exponent": exponent, "prefactor": prefactor, "theory_exponent": L + 1,
+                rows = [c["accuracy"] for c in curves if (c["L"], c["m"], c["context"]) == (L, m, variant)]
+                per_m.append([p_star_statistics(grid, rows, t) for t in sw.thresholds])
+            fits = []
+            for i, threshold in enumerate(sw.thresholds):
+                xs = [m for m, st in zip(sw.m_values, per_m) for _ in st[i]["per_seed"]]
+                ys = [p for st in per_m for p in st[i]["per_seed"]]
+                finite = {x for x, y in zip(xs, ys) if np.isfinite(y)}
+                fits.append({"threshold": threshold, **power_law_fit(xs, ys)} if len(finite) >= 2 else
+                            {"threshold": threshold, "exponent": float("nan")})
+            summary.append({"L": L, "context": variant, "m": list(sw.m_values),
+                            "p_star": [[st[i] for st in per_m] for i in range(len(sw.thresholds))],
+                            "exponents": fits, "theory_exponent": L + 1,
                             "theory_P": [theory.sample_complexity(sw.v, m, sw.s, L) for m in sw.m_values]})
-            logging.info("L=%d context=%s: P* = %s, fitted exponent %.2f (theory %d)",
-                         L, context, np.round(stars, 1).tolist(), exponent, L + 1)
-    results = {"task": "clustering_sweep", "train_sizes": grid.tolist(), "threshold": sw.threshold,
-               "v": sw.v, "s": sw.s, "curves": curves, "summary": summary, **workdir_lib.provenance(config)}
-    if jax.process_index() == 0:
-        write_json(workdir / "clustering_sweep.json", results)
-        figures.plot_clustering_sweep(results, workdir / "clustering_sweep.png")
-    for row in summary:
-        print(f"L={row['L']} context={row['context']}: P* vs m exponent {row['exponent']:.2f} "
-              f"(theory {row['theory_exponent']}), P* = {np.round(row['p_star'], 1).tolist()}")
-    return results
+            logging.info("L=%d %s: P* = %s, exponents %s (theory %d)", L, variant,
+                         [np.round([st[i]["p_star"] for st in per_m], 1).tolist() for i in range(len(sw.thresholds))],
+                         [round(f["exponent"], 2) for f in fits], L + 1)
+    results = {"task": "clustering_sweep", "train_sizes": grid.tolist(), "thresholds": list(sw.thresholds),
+               "v": sw.v, "s": sw.s, "num_seeds": sw.num_seeds, "curves": curves, "summary": summary}
+    lines = [f"L={row['L']} {row['context']}: " + "; ".join(
+        f"at {f['threshold']} exponent {f['exponent']:.2f}" + (f" [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]" if "ci" in f
+                                                                else "") for f in row["exponents"])
+        + f" (theory {row['theory_exponent']})" for row in summary]
+    return finish(config, workdir, results, "clustering_sweep.json", figures.plot_clustering_sweep, "\n".join(lines))

@@ -14,15 +14,15 @@ import jax
 import numpy as np
 
 from rhmdiff import config_check as check
-from rhmdiff import evaluate, rhm, theory
-from rhmdiff import workdir as workdir_lib
-from rhmdiff._util import natural_order
+from rhmdiff import evaluate, from_config, rhm, runs, theory
+from rhmdiff._util import example_keys
 from rhmdiff.analysis import correlations, figures
 from rhmdiff.diffusion import d3pm
-from rhmdiff.files import as_path, read_npy, write_json
-from rhmdiff.tasks.rhm import grammar_from_config, schedule_from_config
+from rhmdiff.files import read_npy
+from rhmdiff.tasks import finish
 
 MUTABLE = ("correlations.sources", "correlations.batch_size")
+OUTPUTS = ("correlations.json", "correlations.png")
 
 
 def validate(config) -> None:
@@ -35,41 +35,23 @@ def validate(config) -> None:
     check.patterns(config, "correlations.sources")
 
 
-def matching_runs(patterns, filename: str) -> list:
-    """The directories matched by the glob ``patterns`` (local or ``gs://``) that hold
-    ``filename``, in natural order."""
-    found = set()
-    for pattern in patterns:
-        parts = pattern.rstrip("/").split("/")
-        first = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
-        root = as_path("/".join(parts[:first]) or ".")
-        rest = "/".join(parts[first:] + [filename])
-        found.update(p.parent for p in root.glob(rest))
-    return sorted(found, key=lambda p: natural_order(str(p)))
-
-
 def run(config, workdir) -> dict:
     cc = config.correlations
-    g = grammar_from_config(config)
+    g = from_config.grammar(config)
     k_data, k_oracle = jax.random.split(jax.random.PRNGKey(config.seed))
     curves = {"RHM data": np.asarray(rhm.sample(k_data, g, cc.num_data)[0])}
     if cc.oracle:
-        schedule = schedule_from_config(config)
+        schedule = from_config.d3pm_schedule(config)
         curves["BP oracle"] = evaluate.map_examples(lambda _, keys: d3pm.oracle_sample_each(keys, g, schedule),
-                                                    d3pm.sequence_keys(k_oracle, cc.num_data),
+                                                    example_keys(k_oracle, cc.num_data),
                                                     batch_size=cc.batch_size, desc="BP oracle samples")
-    for run_dir in matching_runs(cc.sources, "generated.npy"):
+    for run_dir in runs.matching(cc.sources, "generated.npy"):
         curves[run_dir.name] = read_npy(run_dir / "generated.npy")
     rows = [{"name": name, "num": len(x), "correlation": correlations.token_correlation(x, g.v).tolist(),
              "noise_floor": correlations.noise_floor(g.v, len(x))} for name, x in curves.items()]
     curve = theory.token_correlation_curve(g.v, g.m, g.s, g.L)
-    results = {"task": "correlations", "v": g.v, "d": g.d, "curves": rows, "theory": curve.tolist(),
-               **workdir_lib.provenance(config)}
-    if jax.process_index() == 0:
-        write_json(workdir / "correlations.json", results)
-        figures.plot_correlations(results, workdir / "correlations.png")
-    for row in rows:
-        print(f"{row['name']} (N={row['num']}): C(t) = {np.round(row['correlation'][1:], 4).tolist()}, "
-              f"noise floor {row['noise_floor']:.4f}")
-    print(f"theory: C(t) = {np.round(curve[1:], 4).tolist()}")
-    return results
+    results = {"task": "correlations", "v": g.v, "d": g.d, "curves": rows, "theory": curve.tolist()}
+    lines = [f"{row['name']} (N={row['num']}): C(t) = {np.round(row['correlation'][1:], 4).tolist()}, "
+             f"noise floor {row['noise_floor']:.4f}" for row in rows]
+    lines.append(f"theory: C(t) = {np.round(curve[1:], 4).tolist()}")
+    return finish(config, workdir, results, "correlations.json", figures.plot_correlations, "\n".join(lines))

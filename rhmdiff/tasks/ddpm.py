@@ -17,22 +17,25 @@ The layer-wise MMD per stage is the ``ddpm_mmd`` task (``configs/ddpm_mmd.py``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.tree_util import Partial
 
 from rhmdiff import config_check as check
-from rhmdiff import evaluate, train
-from rhmdiff import workdir as workdir_lib
-from rhmdiff._util import num_params
+from rhmdiff import evaluate, from_config, train
+from rhmdiff._util import example_keys, num_params
 from rhmdiff.data import DataError, cache, images
 from rhmdiff.diffusion import gaussian
-from rhmdiff.files import save_png, write_json, write_npy
+from rhmdiff.files import save_png, write_npy
+from rhmdiff.models import image_unet
 from rhmdiff.models.image_unet import ImageUNet
+from rhmdiff.tasks import finish
 
 MUTABLE = ("eval.num_samples", "eval.sample_steps", "eval.batch_size")
+OUTPUTS = (*train.OUTPUTS, "results.json", "samples.npy", "samples.png")
 
 
 def validate(config) -> None:
@@ -61,27 +64,9 @@ def validate(config) -> None:
     images.source_files(check.text(config, "data.val_path", "must be an image source"), "data.val_path")
 
 
-def model_from_config(config) -> ImageUNet:
-    c = config.model
-    return ImageUNet(channels=c.channels, channel_mult=tuple(c.channel_mult), num_res_blocks=c.num_res_blocks,
-                     attention_resolutions=tuple(c.attention_resolutions), num_heads=c.num_heads, dropout=c.dropout,
-                     time_scale=1000.0 / config.diffusion.T if c.rescale_timesteps else 1.0)
-
-
-def schedule_from_config(config) -> gaussian.GaussianSchedule:
-    return gaussian.cosine_schedule(config.diffusion.T)
-
-
-def image_files(config, workdir) -> dict:
-    """The content-keyed converted-images files of the training and validation sources."""
-    root = cache.cache_root(config, workdir)
-    return {"train": images.image_cache(root, config.data.path, config.data.image_size),
-            "val": images.image_cache(root, config.data.val_path, config.data.image_size, "data.val_path")}
-
-
 def load_data(config, workdir) -> tuple[images.ImageData, np.ndarray]:
     """Convert the images (once, process 0 first) and open them: (training data, validation images)."""
-    files = image_files(config, workdir)
+    files = from_config.image_files(config, workdir)
 
     def prepare():
         images.prepare_images(config.data.path, files["train"], config.data.image_size)
@@ -89,11 +74,6 @@ def load_data(config, workdir) -> tuple[images.ImageData, np.ndarray]:
 
     cache.prepare_once(prepare, files["val"])
     return images.ImageData(files["train"], config.seed), np.load(files["val"], mmap_mode="r")
-
-
-def apply_fn(model: ImageUNet):
-    """``(params, x_t, t) -> (eps, v)`` at inference (no dropout)."""
-    return lambda params, x_t, t: model.apply(params, x_t, t)
 
 
 def ddpm_loss_fn(model: ImageUNet, schedule: gaussian.GaussianSchedule, lam: float):
@@ -115,12 +95,12 @@ def make_val_loss(key, model: ImageUNet, schedule: gaussian.GaussianSchedule, va
     """``params -> {"val_loss", "val_mse", "val_vb"}`` on ``val_x`` with the same noise every
     time (image i's step and noise from ``fold_in(key, i)``), spread over all devices."""
     n = len(val_x)
-    keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n)))
+    keys = np.asarray(example_keys(key, n))
 
     def per_image(params, x0, kk):
         x0 = images.to_unit_range(x0)
         t, eps = jax.vmap(lambda k: gaussian.noise(k, schedule, x0.shape[1:]))(kk)
-        return gaussian.hybrid_each(Partial(apply_fn(model), params), schedule, x0, t, eps, lam)
+        return gaussian.hybrid_each(Partial(model.apply, params), schedule, x0, t, eps, lam)
 
     def val_loss(params):
         out = evaluate.map_examples(per_image, np.asarray(val_x), keys, shared=params, batch_size=batch_size)
@@ -130,29 +110,19 @@ def make_val_loss(key, model: ImageUNet, schedule: gaussian.GaussianSchedule, va
     return val_loss
 
 
-def generate(key, model: ImageUNet, params, schedule: gaussian.GaussianSchedule, num: int, size: int,
-             batch_size: int, steps: int) -> np.ndarray:
-    """``uint8[num, size, size, 3]`` images from the ancestral sampler over ``steps`` respaced
-    steps (image i from ``fold_in(key, i)``), spread over all devices."""
-    respaced = gaussian.respace(schedule, steps)
-    fn = lambda p, keys: images.to_uint8(gaussian.sample_each(keys, Partial(apply_fn(model), p), respaced,
-                                                              (size, size, 3), step_map=jax.pmap))
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
-    return evaluate.map_examples(fn, keys, shared=params, batch_size=batch_size, desc="DDPM samples", pmapped=True)
+@dataclasses.dataclass
+class Setup:
+    """What the task derives from its config and data: the training ``data``, the ``model``
+    and ``schedule``, the generation key and the keyword arguments of :func:`rhmdiff.train.fit`
+    (with the derived ``num_steps``: ``data.epochs`` epochs when ``train.num_steps`` is -1)."""
+    data: images.ImageData
+    model: ImageUNet
+    schedule: gaussian.GaussianSchedule
+    generate_key: jax.Array
+    fit_kwargs: dict
 
 
-def image_grid(x: np.ndarray, columns: int = 8) -> np.ndarray:
-    """uint8 images ``[N, H, W, 3]`` laid out in a grid (white where the last row is short)."""
-    n, h, w, _ = x.shape
-    rows = -(-n // columns)
-    grid = np.full((rows * h, columns * w, 3), 255, np.uint8)
-    for i, img in enumerate(x):
-        r, c = divmod(i, columns)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
-    return grid
-
-
-def setup(config, workdir) -> dict:
+def setup(config, workdir) -> Setup:
     data, val = load_data(config, workdir)
     num_steps = config.train.num_steps
     if num_steps == -1:
@@ -161,39 +131,37 @@ def setup(config, workdir) -> dict:
             raise DataError(f"train.batch_size = {config.train.batch_size} exceeds the {data.order.n} training "
                             "images: no full batch in an epoch")
         num_steps = config.data.epochs * per_epoch
-    model, schedule = model_from_config(config), schedule_from_config(config)
+    model, schedule = from_config.image_model(config), from_config.gaussian_schedule(config)
     k_init, k_val, k_gen = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    size = config.data.image_size
-    init_params = lambda: model.init(k_init, jnp.zeros((1, size, size, 3)), jnp.zeros((1,), jnp.int32))
     num_val = min(config.eval.val_images, len(val))
     fit_kwargs = dict(
-        init_params=init_params, loss_fn=ddpm_loss_fn(model, schedule, config.diffusion.lam),
+        init_params=lambda: image_unet.init_params(model, k_init, config.data.image_size),
+        loss_fn=ddpm_loss_fn(model, schedule, config.diffusion.lam),
         batches=lambda start, num, rows: data.batches(config.train.batch_size, start, num, rows),
         validate=make_val_loss(k_val, model, schedule, np.asarray(val[:num_val]), config.diffusion.lam,
                                config.eval.batch_size),
         num_steps=num_steps, keep_steps=tuple(k for k in config.train.keep_steps if k <= num_steps))
-    return dict(data=data, model=model, schedule=schedule, fit_kwargs=fit_kwargs, keys=dict(generate=k_gen))
+    return Setup(data, model, schedule, k_gen, fit_kwargs)
 
 
 def run(config, workdir, stop_at: int | None = None) -> dict | None:
     """Train Improved DDPM, then generate a grid of samples; writes results.json."""
-    s = setup(config, workdir)
-    fk = s["fit_kwargs"]
+    prep = setup(config, workdir)
+    fk = prep.fit_kwargs
     n_params = num_params(jax.eval_shape(fk["init_params"]))
     logging.info("Improved-DDPM U-Net: %d parameters (%.1fM), %d training images, %d steps", n_params, n_params / 1e6,
-                 len(s["data"].images), fk["num_steps"])
-    fitted = train.fit_until_done(config, workdir, stop_at, **fk)
-    if fitted is None:
+                 len(prep.data.images), fk["num_steps"])
+    fitted = train.fit(config, workdir, stop_at=stop_at, **fk)
+    if not fitted.done:
         return None
-    x = generate(s["keys"]["generate"], s["model"], fitted["params"], s["schedule"], config.eval.num_samples,
-                 config.data.image_size, config.eval.batch_size, config.eval.sample_steps)
-    results = {"task": "ddpm", "num_params": n_params, "steps": fitted["steps"], "val_loss": fitted["best_val_loss"],
-               "best_step": fitted["best_step"], "stages": list(fk["keep_steps"]), "num_samples": int(len(x)),
-               "seconds": {"training": fitted["seconds"]}, **workdir_lib.provenance(config)}
+    x = evaluate.image_samples(prep.generate_key, prep.model, fitted.params, prep.schedule, config.eval.num_samples,
+                               config.data.image_size, config.eval.batch_size, config.eval.sample_steps)
+    results = {"task": "ddpm", "num_params": n_params, "steps": fitted.steps, "val_loss": fitted.best_val_loss,
+               "best_step": fitted.best_step, "stages": list(fk["keep_steps"]), "num_samples": int(len(x)),
+               "seconds": {"training": fitted.seconds}}
     if jax.process_index() == 0:
         write_npy(workdir / "samples.npy", x)
-        save_png(workdir / "samples.png", image_grid(x))
-        write_json(workdir / "results.json", results)
-        print(f"Improved DDPM: {n_params / 1e6:.2f}M parameters, {fitted['steps']} steps, validation loss "
-              f"{fitted['best_val_loss']:.4f}; {len(x)} samples in {workdir}/samples.png")
-    return results
+        save_png(workdir / "samples.png", images.image_grid(x))
+    return finish(config, workdir, results, summary=(
+        f"Improved DDPM: {n_params / 1e6:.2f}M parameters, {fitted.steps} steps, validation loss "
+        f"{fitted.best_val_loss:.4f}; {len(x)} samples in {workdir / 'samples.png'}"))

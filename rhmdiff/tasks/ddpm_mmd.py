@@ -20,15 +20,15 @@ import numpy as np
 from absl import logging
 
 from rhmdiff import config_check as check
-from rhmdiff import evaluate
-from rhmdiff import workdir as workdir_lib
+from rhmdiff import evaluate, from_config, runs
 from rhmdiff.analysis import figures, mmd
 from rhmdiff.data import DataError, images
-from rhmdiff.files import save_png, write_json, write_npy
-from rhmdiff.models import resnet
-from rhmdiff.tasks import ddpm
+from rhmdiff.files import save_png, write_npy
+from rhmdiff.models import image_unet, resnet
+from rhmdiff.tasks import finish
 
 MUTABLE = ()
+OUTPUTS = ("mmd.json", "mmd.png", "stage_*")
 
 
 def validate(config) -> None:
@@ -39,7 +39,7 @@ def validate(config) -> None:
         check.integer(config, f"analysis.{field}", 2 if field == "num_samples" else 1)
     if not isinstance(check.get(config, "analysis.resnet_weights"), str):
         raise check.ConfigError("analysis.resnet_weights", "must be a path or ''")
-    stored = workdir_lib.read_run_config(ac.run_dir, "config.analysis.run_dir", "ddpm")
+    stored = runs.stored_config(ac.run_dir, "config.analysis.run_dir", "ddpm")
     if ac.sample_steps > stored.diffusion.T:
         raise check.ConfigError("analysis.sample_steps", f"must be <= the run's diffusion.T = {stored.diffusion.T}")
     if ac.resnet_weights and not __import__("os").path.isfile(ac.resnet_weights):
@@ -55,12 +55,11 @@ def resnet_features(variables, x_uint8, batch_size: int = 256) -> dict:
 
 def run(config, workdir) -> dict:
     ac = config.analysis
-    stored = workdir_lib.read_run_config(ac.run_dir, "config.analysis.run_dir", "ddpm")
-    model, schedule = ddpm.model_from_config(stored), ddpm.schedule_from_config(stored)
+    stored = runs.stored_config(ac.run_dir, "config.analysis.run_dir", "ddpm")
+    model, schedule = from_config.image_model(stored), from_config.gaussian_schedule(stored)
     size = stored.data.image_size
-    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
-                              jnp.zeros((1,), jnp.int32))
-    val = np.load(ddpm.image_files(stored, ac.run_dir)["val"], mmap_mode="r")
+    abstract = jax.eval_shape(lambda: image_unet.init_params(model, jax.random.PRNGKey(0), size))
+    val = np.load(from_config.image_files(stored, ac.run_dir)["val"], mmap_mode="r")
     real = np.asarray(val[:ac.num_samples])
     if ac.resnet_weights:
         variables = resnet.load_torchvision_npz(ac.resnet_weights)
@@ -69,13 +68,13 @@ def run(config, workdir) -> dict:
         variables = jax.jit(resnet.ResNet18().init)(jax.random.PRNGKey(config.seed), jnp.zeros((1, size, size, 3)))
     real_features = resnet_features(variables, real)
     bandwidth = {k: mmd.median_bandwidth(real_features[k]) for k in resnet.FEATURES}
-    generate = lambda step, params: ddpm.generate(jax.random.fold_in(jax.random.PRNGKey(config.seed), step), model,
-                                                  params, schedule, ac.num_samples, size, ac.batch_size,
-                                                  ac.sample_steps)
+    generate = lambda step, params: evaluate.image_samples(
+        jax.random.fold_in(jax.random.PRNGKey(config.seed), step), model, params, schedule, ac.num_samples, size,
+        ac.batch_size, ac.sample_steps)
 
     def save(stage_dir, x):
         write_npy(stage_dir / "samples.npy", x)
-        save_png(stage_dir / "samples.png", ddpm.image_grid(x[:64]))
+        save_png(stage_dir / "samples.png", images.image_grid(x[:64]))
 
     rows = []
     for step, x in evaluate.stage_samples(ac.run_dir, workdir, abstract, generate, save,
@@ -88,11 +87,6 @@ def run(config, workdir) -> dict:
         rows.append(row)
     results = {"task": "ddpm_mmd", "num_samples": ac.num_samples, "num_real": int(len(real)),
                "sample_steps": ac.sample_steps, "resnet_weights": ac.resnet_weights or None,
-               "depths": list(resnet.FEATURES), "bandwidth": bandwidth, "stages": rows,
-               **workdir_lib.provenance(config)}
-    if jax.process_index() == 0:
-        write_json(workdir / "mmd.json", results)
-        figures.plot_mmd(results, workdir / "mmd.png")
-    for row in rows:
-        print(f"step {row['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in row["mmd"].items()))
-    return results
+               "depths": list(resnet.FEATURES), "bandwidth": bandwidth, "stages": rows}
+    lines = [f"step {row['step']}: " + ", ".join(f"{k} {v:.4g}" for k, v in row["mmd"].items()) for row in rows]
+    return finish(config, workdir, results, "mmd.json", figures.plot_mmd, "\n".join(lines))

@@ -18,9 +18,11 @@ trainer, checkpoints and config system as the RHM tasks.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +31,15 @@ from absl import logging
 from jax.tree_util import Partial
 
 from rhmdiff import config_check as check
-from rhmdiff import evaluate, train
-from rhmdiff import workdir as workdir_lib
-from rhmdiff._util import num_params
+from rhmdiff import evaluate, from_config, train
+from rhmdiff._util import example_keys, num_params
 from rhmdiff.data import DataError, cache, text
 from rhmdiff.diffusion import md4
-from rhmdiff.files import atomic_write, write_json, write_npy
 from rhmdiff.models import transformer
+from rhmdiff.tasks import finish
 
 MUTABLE = ("eval.num_samples", "eval.sample_steps", "eval.top_p", "eval.batch_size", "eval.sampling_grid")
+OUTPUTS = (*train.OUTPUTS, "results.json", "samples.npy", "samples.txt")
 
 
 def validate(config) -> None:
@@ -70,27 +72,9 @@ def validate(config) -> None:
     text.read_ranks(check.text(config, "data.tokenizer_path", "must be a .tiktoken file"))
 
 
-def model_from_config(config, vocab_size: int) -> transformer.Transformer:
-    c = config.model
-    return transformer.Transformer(vocab_size=vocab_size, num_layers=c.num_layers, num_heads=c.num_heads,
-                                   head_dim=c.head_dim, cond_dim=c.cond_dim, mlp_multiple_of=c.mlp_multiple_of,
-                                   positions=c.positions, max_len=config.data.seq_len, dtype=c.dtype)
-
-
-def schedule_from_config(config) -> md4.MaskingSchedule:
-    c = config.diffusion
-    return md4.MaskingSchedule(c.schedule, c.eps, c.power)
-
-
-def token_dir(config, workdir) -> str:
-    """The content-keyed directory of the run's token files."""
-    return text.token_dir(cache.cache_root(config, workdir), config.data.path, config.data.tokenizer_path,
-                          config.data.val_fraction, config.data.seed)
-
-
 def load_data(config, workdir) -> text.TokenData:
     """Tokenize (once, process 0 first) and open the packed token files on every process."""
-    out = token_dir(config, workdir)
+    out = from_config.token_dir(config, workdir)
     cache.prepare_once(lambda: text.prepare_tokens(config.data.path, config.data.tokenizer_path, out,
                                                    config.data.val_fraction, config.data.seed),
                        os.path.join(out, "meta.json"))
@@ -124,7 +108,7 @@ def make_val_loss(key, model: transformer.Transformer, schedule: md4.MaskingSche
     n = len(val_x)
     k_t, k_seq = jax.random.split(key)
     t = np.asarray(jnp.mod(jax.random.uniform(k_t) + jnp.arange(n) / n, 1.0), np.float32)
-    keys = np.asarray(jax.vmap(lambda i: jax.random.fold_in(k_seq, i))(jnp.arange(n)))
+    keys = np.asarray(example_keys(k_seq, n))
 
     def per_sequence(params, x0, tt, kk):
         parts = md4.elbo_each(kk, tt, Partial(model.apply, params), schedule, x0, vocab_size)
@@ -137,26 +121,28 @@ def make_val_loss(key, model: transformer.Transformer, schedule: md4.MaskingSche
     return val_loss
 
 
-def generate(key, model: transformer.Transformer, params, schedule: md4.MaskingSchedule, num: int, seq_len: int,
-             vocab_size: int, batch_size: int, steps: int, top_p: float | None, grid: str) -> np.ndarray:
-    """``int32[num, seq_len]`` sequences from MD4's ancestral sampler (sequence i from
-    ``fold_in(key, i)``), spread over all devices."""
-    fn = lambda p, keys: md4.sample_each(keys, Partial(model.apply, p), schedule, seq_len, vocab_size, T=steps,
-                                         top_p=top_p, grid=grid)
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
-    return evaluate.map_examples(fn, keys, shared=params, batch_size=batch_size, desc="MD4 samples")
-
-
 def stage_steps(keep_tokens, tokens_per_step: int, num_steps: int) -> tuple[int, ...]:
     """The training steps nearest to ``keep_tokens`` tokens (those within the run)."""
     steps = {max(1, round(float(n) / tokens_per_step)) for n in keep_tokens}
     return tuple(sorted(s for s in steps if s <= num_steps))
 
 
-def setup(config, workdir) -> dict:
-    """Data, ``model``, ``schedule``, ``tokenizer``, PRNG ``keys``, ``fit_kwargs`` and the
-    derived ``num_steps`` (one epoch when ``train.num_steps`` is -1) and ``keep_steps``
-    (from ``train.keep_tokens``)."""
+@dataclasses.dataclass
+class Setup:
+    """What the task derives from its config and data: the token ``data``, the ``model`` and
+    ``schedule``, the ``tokenizer``, the generation key, the keyword arguments of
+    :func:`rhmdiff.train.fit` (with the derived ``num_steps``, one epoch when
+    ``train.num_steps`` is -1, and ``keep_steps``, from ``train.keep_tokens``)."""
+    data: text.TokenData
+    model: transformer.Transformer
+    schedule: md4.MaskingSchedule
+    tokenizer: Any
+    generate_key: jax.Array
+    fit_kwargs: dict
+    tokens_per_step: int
+
+
+def setup(config, workdir) -> Setup:
     data = load_data(config, workdir)
     vocab_size = data.vocab_size
     tokens_per_step = config.train.batch_size * config.data.seq_len
@@ -170,62 +156,52 @@ def setup(config, workdir) -> dict:
     if num_val == 0:
         raise DataError(f"data.val_fraction = {config.data.val_fraction} left no validation sequence of "
                         f"{config.data.seq_len} tokens")
-    model, schedule = model_from_config(config, vocab_size), schedule_from_config(config)
+    model, schedule = from_config.md4_model(config, vocab_size), from_config.masking_schedule(config)
     k_init, k_val, k_gen = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    init_params = lambda: model.init(k_init, jnp.zeros((1, config.data.seq_len), jnp.int32), jnp.zeros((1,)))
     val_x = data.sequences("val", np.arange(num_val))
     fit_kwargs = dict(
-        init_params=init_params, loss_fn=md4_loss_fn(model, schedule, vocab_size),
+        init_params=lambda: transformer.init_params(model, k_init, config.data.seq_len),
+        loss_fn=md4_loss_fn(model, schedule, vocab_size),
         batches=lambda start, num, rows: data.batches(config.train.batch_size, start, num, rows),
         validate=make_val_loss(k_val, model, schedule, val_x, vocab_size, config.eval.batch_size),
         num_steps=num_steps, keep_steps=stage_steps(config.train.keep_tokens, tokens_per_step, num_steps))
-    return dict(data=data, model=model, schedule=schedule, vocab_size=vocab_size, fit_kwargs=fit_kwargs,
-                tokenizer=text.load_tokenizer(config.data.tokenizer_path), keys=dict(generate=k_gen),
-                tokens_per_step=tokens_per_step)
-
-
-def write_samples(directory, x: np.ndarray, tokenizer) -> None:
-    """``samples.npy`` (tokens) and ``samples.txt`` (decoded, one sample per block)."""
-    write_npy(directory / "samples.npy", x)
-    with atomic_write(directory / "samples.txt") as f:
-        for i, seq in enumerate(x):
-            f.write(f"===== sample {i} =====\n{tokenizer.decode(seq.tolist())}\n")
+    return Setup(data, model, schedule, text.load_tokenizer(config.data.tokenizer_path), k_gen, fit_kwargs,
+                 tokens_per_step)
 
 
 def run(config, workdir, stop_at: int | None = None) -> dict | None:
     """Train MD4 on the corpus, then generate and decode samples; writes results.json.
     ``stop_at`` interrupts training after that step (as a preemption would): returns None."""
-    s = setup(config, workdir)
-    fk = s["fit_kwargs"]
+    prep = setup(config, workdir)
+    fk = prep.fit_kwargs
     n_params = num_params(jax.eval_shape(fk["init_params"]))
     logging.info("MD4 transformer: %d parameters (%.1fM), vocabulary %d + mask, %d training sequences of %d tokens, "
-                 "%d steps of %d tokens", n_params, n_params / 1e6, s["vocab_size"],
-                 s["data"].num_sequences["train"], config.data.seq_len, fk["num_steps"], s["tokens_per_step"])
-    fitted = train.fit_until_done(config, workdir, stop_at, **fk)
-    if fitted is None:
+                 "%d steps of %d tokens", n_params, n_params / 1e6, prep.data.vocab_size,
+                 prep.data.num_sequences["train"], config.data.seq_len, fk["num_steps"], prep.tokens_per_step)
+    fitted = train.fit(config, workdir, stop_at=stop_at, **fk)
+    if not fitted.done:
         return None
-    seconds = {"training": fitted["seconds"]}
+    seconds = {"training": fitted.seconds}
     t0 = time.perf_counter()
-    x = generate(s["keys"]["generate"], s["model"], fitted["params"], s["schedule"], config.eval.num_samples,
-                 config.data.seq_len, s["vocab_size"], config.eval.batch_size, config.eval.sample_steps,
-                 config.eval.top_p or None, config.eval.sampling_grid)
+    x = evaluate.md4_samples(prep.generate_key, prep.model, fitted.params, prep.schedule,
+                             config.eval.num_samples, config.data.seq_len, prep.data.vocab_size,
+                             config.eval.batch_size, config.eval.sample_steps, config.eval.top_p or None,
+                             config.eval.sampling_grid)
     seconds["generation"] = time.perf_counter() - t0
     results = {
         "task": "md4",
         "num_params": n_params,
-        "steps": fitted["steps"],
-        "tokens_seen": fitted["steps"] * s["tokens_per_step"],
-        "best_step": fitted["best_step"],
-        "val_loss": fitted["best_val_loss"],
+        "steps": fitted.steps,
+        "tokens_seen": fitted.steps * prep.tokens_per_step,
+        "best_step": fitted.best_step,
+        "val_loss": fitted.best_val_loss,
         "val_loss_units": "negative ELBO, bits per token",
         "stages": list(fk["keep_steps"]),
         "num_samples": int(len(x)),
         "seconds": seconds,
-        **workdir_lib.provenance(config),
     }
     if jax.process_index() == 0:
-        write_samples(workdir, x, s["tokenizer"])
-        write_json(workdir / "results.json", results)
-        print(f"MD4: {n_params / 1e6:.2f}M parameters, {results['tokens_seen']} training tokens, "
-              f"validation {results['val_loss']:.4f} bits/token; {len(x)} samples in {workdir}/samples.txt")
-    return results
+        text.write_samples(workdir, x, prep.tokenizer)
+    return finish(config, workdir, results, summary=(
+        f"MD4: {n_params / 1e6:.2f}M parameters, {results['tokens_seen']} training tokens, validation "
+        f"{results['val_loss']:.4f} bits/token; {len(x)} samples in {workdir / 'samples.txt'}"))

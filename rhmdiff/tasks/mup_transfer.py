@@ -22,11 +22,14 @@ from rhmdiff import train
 from rhmdiff import workdir as workdir_lib
 from rhmdiff._util import num_params
 from rhmdiff.analysis import figures
-from rhmdiff.files import as_path, write_json
+from rhmdiff.files import as_path
+from rhmdiff.metrics import read_metrics
 from rhmdiff.models import unet
+from rhmdiff.tasks import finish
 from rhmdiff.tasks import rhm as rhm_task
 
 MUTABLE = ("transfer.widths", "transfer.variants")
+OUTPUTS = ("mup_transfer.json", "mup_transfer.png")  # and one marked rhm sub-run per variant and width
 
 
 def validate(config) -> None:
@@ -53,15 +56,15 @@ def point_config(config, variant: str, width: int) -> ml_collections.ConfigDict:
 def train_point(config, subdir) -> dict:
     """Train one point (resumes; nothing is generated) and read its logged training loss."""
     with workdir_lib.claim_all(config, subdir, rhm_task.MUTABLE):
-        setup = rhm_task.setup(config)
-        n_params = num_params(jax.eval_shape(setup["fit_kwargs"]["init_params"]))
-        fitted = train.fit_until_done(config, subdir, **setup["fit_kwargs"])
-    rows = train.read_metrics(subdir / "metrics.jsonl")
+        fit_kwargs = rhm_task.setup(config).fit_kwargs
+        n_params = num_params(jax.eval_shape(fit_kwargs["init_params"]))
+        fitted = train.fit(config, subdir, **fit_kwargs)
+    rows = read_metrics(subdir / "metrics.jsonl")
     logged, evaluated = [r for r in rows if "train/vb_bits" in r], [r for r in rows if "val/val_loss" in r]
     return {"num_params": n_params, "steps": [r["step"] for r in logged],
             "train_vb_bits": [r["train/vb_bits"] for r in logged],
             "val_steps": [r["step"] for r in evaluated], "val_loss": [r["val/val_loss"] for r in evaluated],
-            "skipped_updates": fitted["skipped_updates"], "seconds": fitted["seconds"]}
+            "skipped_updates": fitted.skipped_updates, "seconds": fitted.seconds}
 
 
 def run(config, workdir) -> dict:
@@ -77,12 +80,8 @@ def run(config, workdir) -> dict:
             logging.info("%s: %d parameters, final validation bound %.4f bits/token, %d skipped updates, %.0f s",
                          name, row["num_params"], row["val_loss"][-1], row["skipped_updates"], row["seconds"])
     results = {"task": "mup_transfer", "lr": config.train.lr, "optimizer": config.train.optimizer,
-               "objective": config.diffusion.objective, "curves": curves, **workdir_lib.provenance(config)}
-    if jax.process_index() == 0:
-        write_json(workdir / "mup_transfer.json", results)
-        figures.plot_mup_transfer(results, workdir / "mup_transfer.png")
-    for c in curves:
-        print(f"{c['variant']} width {c['width']}: {c['num_params']} parameters, validation bound "
-              f"{np.round(c['val_loss'], 3).tolist()} bits/token at steps {c['val_steps']}, "
-              f"skipped updates {c['skipped_updates']}")
-    return results
+               "objective": config.diffusion.objective, "curves": curves}
+    lines = [f"{c['variant']} width {c['width']}: {c['num_params']} parameters, validation bound "
+             f"{np.round(c['val_loss'], 3).tolist()} bits/token at steps {c['val_steps']}, "
+             f"skipped updates {c['skipped_updates']}" for c in curves]
+    return finish(config, workdir, results, "mup_transfer.json", figures.plot_mup_transfer, "\n".join(lines))

@@ -9,19 +9,18 @@ import numpy as np
 
 from rhmdiff import config_check as check
 from rhmdiff import rhm, theory
-from rhmdiff import workdir as workdir_lib
 from rhmdiff._util import progress
 from rhmdiff.analysis import figures
 from rhmdiff.analysis.onestep import synonym_separability
 from rhmdiff.analysis.sample_complexity import log_grid
-from rhmdiff.files import write_json
-from rhmdiff.tasks.clustering_sweep import validate_grammar_grid
+from rhmdiff.tasks import finish
 
 MUTABLE = ()
+OUTPUTS = ("onestep.json", "onestep.png")
 
 
 def validate(config) -> None:
-    validate_grammar_grid(config)
+    check.grammar_grid(config)
     L = check.integer(config, "sweep.L", 2)
     for m in config.sweep.m_values:
         check.grammar_sizes(config, "sweep.L", config.sweep.v, m, config.sweep.s, L)
@@ -41,11 +40,7 @@ def run(config, workdir) -> dict:
             scores.append([synonym_separability(jax.random.fold_in(key, int(P)), x[:P], g, sw.eta) for P in grid])
         curves.append({"m": m, "separability": np.mean(scores, 0).tolist(),
                        "P_2": theory.sample_complexity(sw.v, m, sw.s, 2)})
-    results = {"task": "onestep", "train_sizes": grid.tolist(), "v": sw.v, "curves": curves,
-               **workdir_lib.provenance(config)}
-    if jax.process_index() == 0:
-        write_json(workdir / "onestep.json", results)
-        figures.plot_onestep(results, workdir / "onestep.png")
-    for c in curves:
-        print(f"m={c['m']}: separability {np.round(c['separability'], 2).tolist()} (P_2 = {c['P_2']:.0f})")
-    return results
+    results = {"task": "onestep", "train_sizes": grid.tolist(), "v": sw.v, "curves": curves}
+    lines = [f"m={c['m']}: separability {np.round(c['separability'], 2).tolist()} (P_2 = {c['P_2']:.0f})"
+             for c in curves]
+    return finish(config, workdir, results, "onestep.json", figures.plot_onestep, "\n".join(lines))

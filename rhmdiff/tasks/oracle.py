@@ -15,29 +15,30 @@ import jax
 import numpy as np
 from absl import logging
 
-from rhmdiff import evaluate, rhm
-from rhmdiff import workdir as workdir_lib
+from rhmdiff._util import example_keys
+from rhmdiff import config_check as check
+from rhmdiff import evaluate, from_config, rhm
 from rhmdiff.data.rhm_data import make_splits
 from rhmdiff.diffusion import d3pm
-from rhmdiff.files import write_json
-from rhmdiff.tasks.rhm import grammar_from_config, schedule_from_config, validate_generation
+from rhmdiff.tasks import finish
 
 MUTABLE = ("eval.num_generated", "eval.batch_size")
+OUTPUTS = ("results.json",)
 
 
 def validate(config) -> None:
-    validate_generation(config)
+    check.generation(config)
 
 
 def run(config, workdir) -> dict:
-    g, schedule = grammar_from_config(config), schedule_from_config(config)
+    g, schedule = from_config.grammar(config), from_config.d3pm_schedule(config)
     key_data, key_exact, key_fact, key_vb = jax.random.split(jax.random.PRNGKey(config.seed), 4)
     num = config.eval.num_generated
     accuracy, tuple_accuracy, seconds = {}, {}, {}
     for name, exact, key in (("exact", True, key_exact), ("factorized", False, key_fact)):
         t0 = time.perf_counter()
         x = evaluate.map_examples(lambda _, keys: d3pm.oracle_sample_each(keys, g, schedule, exact),
-                                  d3pm.sequence_keys(key, num), batch_size=config.eval.batch_size,
+                                  example_keys(key, num), batch_size=config.eval.batch_size,
                                   desc=f"{name} oracle sampler")
         seconds[f"{name}_sampler"] = time.perf_counter() - t0
         accuracy[name] = [float(a) for a in rhm.level_accuracy(g, x)]
@@ -68,8 +69,16 @@ def run(config, workdir) -> dict:
         "num_held_out": int(len(test)),
         "log10_num_sequences": math.log10(rhm.num_sequences(g)),
         "seconds": seconds,
-        **workdir_lib.provenance(config),
     }
-    if jax.process_index() == 0:
-        write_json(workdir / "results.json", results)
-    return results
+    return finish(config, workdir, results, summary=summary(results))
+
+
+def summary(results: dict) -> str:
+    """Human-readable lines of an ``oracle`` results dict."""
+    acc = lambda values: " ".join(f"A_{l + 1}={a:.3f}" for l, a in enumerate(values))
+    lines = [f"exact BP-oracle sampler, {results['num_generated']} sequences: {acc(results['accuracy'])}",
+             f"factorized sampler (per-token marginals): {acc(results['factorized_accuracy'])}"]
+    if results["vb_bits_per_token"] is not None:
+        lines.append(f"oracle VB {results['vb_bits_per_token']:.4f} bits/token on {results['num_held_out']} held-out "
+                     f"sequences (entropy {results['entropy_bits_per_token']:.4f})")
+    return "\n".join(lines)

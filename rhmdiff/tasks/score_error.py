@@ -19,15 +19,13 @@ from absl import logging
 from jax.tree_util import Partial
 
 from rhmdiff import config_check as check
-from rhmdiff import evaluate, rhm
-from rhmdiff import workdir as workdir_lib
+from rhmdiff import evaluate, from_config, rhm, runs
+from rhmdiff._util import example_keys
 from rhmdiff.analysis import figures, score_error
-from rhmdiff.diffusion import d3pm
-from rhmdiff.files import write_json
-from rhmdiff.tasks import rhm as rhm_task
-from rhmdiff.tasks.sensitivity import restore_best, trained_runs
+from rhmdiff.tasks import finish
 
 MUTABLE = ("score_error.sources", "score_error.batch_size")
+OUTPUTS = ("score_error.json", "score_error.png")
 
 
 def validate(config) -> None:
@@ -64,27 +62,23 @@ def measure(g, schedule, logits_fn, keys, x0, grid, batch_size: int) -> dict:
 def run(config, workdir) -> dict:
     sc = config.score_error
     key = jax.random.PRNGKey(config.seed)
-    runs = []
-    for run_dir, results in trained_runs(sc.sources, "score_error.sources"):
-        stored, g, model, params = restore_best(run_dir, results)
-        schedule = rhm_task.schedule_from_config(stored)
+    measured = []
+    for run_dir, results in runs.trained_rhm_runs(sc.sources, "score_error.sources"):
+        stored, g, model, params = runs.restore_rhm(run_dir, results)
+        schedule = from_config.d3pm_schedule(stored)
         grid = score_error.log_grid(schedule.T, sc.num_t)
-        splits = rhm_task.splits_from_config(stored, g)
+        splits = from_config.splits(stored, g)
         x0 = fresh_sequences(jax.random.fold_in(key, 0), g, sc.num_data, np.asarray(splits["train"][0]))
-        keys = d3pm.sequence_keys(jax.random.fold_in(key, 1), len(x0))
+        keys = example_keys(jax.random.fold_in(key, 1), len(x0))
         errors = measure(g, schedule, Partial(model.apply, params), keys, x0, grid, sc.batch_size)
-        runs.append({"name": run_dir.name, "P": results["train_size"], "accuracy": results["accuracy"],
-                     "t": grid.tolist(), **errors})
+        measured.append({"name": run_dir.name, "P": results["train_size"], "accuracy": results["accuracy"],
+                         "t": grid.tolist(), **errors})
         logging.info("%s: token KL %s nats at t = %s", run_dir.name,
                      np.round([e["mean"] for e in errors["token_kl"]], 4).tolist(), grid.tolist())
     # the oracle as the "network" (zero error), on the last run's grammar and data
     oracle = measure(g, schedule, evaluate.oracle_logits_fn(g, schedule), keys, x0, grid, sc.batch_size)
-    results = {"task": "score_error", "num_data": sc.num_data, "L": g.L, "runs": runs,
-               "oracle": {"t": grid.tolist(), **oracle}, **workdir_lib.provenance(config)}
-    if jax.process_index() == 0:
-        write_json(workdir / "score_error.json", results)
-        figures.plot_score_error(results, workdir / "score_error.png")
-    for row in runs:
-        print(f"{row['name']} (P={row['P']}): token KL "
-              f"{np.round([e['mean'] for e in row['token_kl']], 4).tolist()} nats at t = {row['t']}")
-    return results
+    results = {"task": "score_error", "num_data": sc.num_data, "L": g.L, "runs": measured,
+               "oracle": {"t": grid.tolist(), **oracle}}
+    lines = [f"{row['name']} (P={row['P']}): token KL {np.round([e['mean'] for e in row['token_kl']], 4).tolist()} "
+             f"nats at t = {row['t']}" for row in measured]
+    return finish(config, workdir, results, "score_error.json", figures.plot_score_error, "\n".join(lines))

@@ -12,20 +12,16 @@ level-(l-1) tuple stays with probability 1/m). Writes ``sensitivity.json`` and `
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
 from rhmdiff import config_check as check
-from rhmdiff import rhm, train
-from rhmdiff import workdir as workdir_lib
+from rhmdiff import rhm, runs
 from rhmdiff.analysis import figures, sensitivity
-from rhmdiff.files import read_json, write_json
-from rhmdiff.tasks import rhm as rhm_task
-from rhmdiff.tasks.correlations import matching_runs
+from rhmdiff.tasks import finish
 
 MUTABLE = ("sensitivity.sources",)
+OUTPUTS = ("sensitivity.json", "sensitivity.png")
 
 
 def validate(config) -> None:
@@ -36,41 +32,12 @@ def validate(config) -> None:
     check.choice(config, "sensitivity.reset", ("other", "any"))
 
 
-def trained_runs(patterns, field: str) -> list:
-    """The finished offline ``rhm`` runs matched by ``patterns`` (online runs, which have no P,
-    are skipped with a warning); ``FileNotFoundError`` naming ``field`` if there is none."""
-    runs = []
-    for run_dir in matching_runs(patterns, "results.json"):
-        if not (run_dir / "best").is_dir():
-            continue
-        results = read_json(run_dir / "results.json")
-        if results.get("task") != "rhm":
-            continue
-        if results.get("train_size") is None:
-            logging.warning("%s: an online run has no training-set size P; skipped", run_dir)
-            continue
-        runs.append((run_dir, results))
-    if not runs:
-        raise FileNotFoundError(f"{field}: no finished offline rhm run (results.json and best/) in {list(patterns)}")
-    return runs
-
-
-def restore_best(run_dir, results: dict):
-    """``(config, g, model, params)`` of the ``rhm`` run in ``run_dir``: its best parameters."""
-    stored = ml_collections.ConfigDict(results["config"])
-    g = rhm_task.grammar_from_config(stored)
-    model = rhm_task.model_from_config(stored, g)
-    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, g.d), jnp.int32),
-                              jnp.ones((1,), jnp.int32))
-    return stored, g, model, train.restore_best(run_dir, abstract)
-
-
 def run(config, workdir) -> dict:
     sc = config.sensitivity
     key = jax.random.PRNGKey(config.seed)
     rows = []
-    for run_dir, results in trained_runs(sc.sources, "sensitivity.sources"):
-        stored, g, model, params = restore_best(run_dir, results)
+    for run_dir, results in runs.trained_rhm_runs(sc.sources, "sensitivity.sources"):
+        stored, g, model, params = runs.restore_rhm(run_dir, results)
         if not 1 <= sc.t <= stored.diffusion.T:
             raise check.ConfigError("sensitivity.t", f"must lie in [1, T] = [1, {stored.diffusion.T}] of {run_dir}, "
                                     f"got {sc.t}")
@@ -81,13 +48,11 @@ def run(config, workdir) -> dict:
         rows.append({"name": run_dir.name, "P": results["train_size"], "m": g.m, "accuracy": results["accuracy"],
                      "sensitivity": {k: v.tolist() for k, v in s.items()}})
         logging.info("%s: S = %s", rows[-1]["name"], {k: np.round(v, 3).tolist() for k, v in s.items()})
-    results = {"task": "sensitivity", "t": sc.t, "num_data": sc.num_data, "reset": sc.reset, "runs": rows,
-               **workdir_lib.provenance(config)}
-    if jax.process_index() == 0:
-        write_json(workdir / "sensitivity.json", results)
-        figures.plot_sensitivity(results, workdir / "sensitivity.png")
+    results = {"task": "sensitivity", "t": sc.t, "num_data": sc.num_data, "reset": sc.reset, "runs": rows}
+    lines = []
     for row in rows:
         deepest = max((k for k in row["sensitivity"] if k.startswith("encoder")), key=lambda k: int(k.split("_")[1]))
-        print(f"{row['name']} (P={row['P']}): {deepest} S_l = {np.round(row['sensitivity'][deepest], 3).tolist()}, "
-              f"1 - A_l = {np.round(1 - np.asarray(row['accuracy']), 3).tolist()}")
-    return results
+        lines.append(f"{row['name']} (P={row['P']}): {deepest} S_l = "
+                     f"{np.round(row['sensitivity'][deepest], 3).tolist()}, "
+                     f"1 - A_l = {np.round(1 - np.asarray(row['accuracy']), 3).tolist()}")
+    return finish(config, workdir, results, "sensitivity.json", figures.plot_sensitivity, "\n".join(lines))

@@ -1,17 +1,34 @@
-"""The ``sweep`` task: train the D3PM U-Net over a grid of P (and m, seeds), collect A_l(P)
-(paper Fig. 1a and its inset) and the sample complexity P* vs m (Fig. 2): the P where
-``sweep.metric``'s A_L (``accuracy``: all generated sequences; ``novel_accuracy``: those
-that are not copies of training points, so memorization does not count) crosses
-``sweep.threshold``.
+"""The ``sweep`` task: train the D3PM U-Net over a grid of m, P and seeds, and measure the
+staged learning of the levels (paper Fig. 1a and its inset) and the sample complexity P* vs m
+(Fig. 2), with seeds, standard errors and confidence intervals.
 
-Every grid point is one ordinary ``rhm`` run (:mod:`rhmdiff.tasks.rhm`) in its own
-workdir ``m{m}_P{P}_seed{seed}``: finished points are skipped on rerun, unfinished ones
-resume from their checkpoints, and a point whose evaluation settings changed re-runs only
-its evaluation. The grid itself, the threshold and the metric may change between reruns
-(new points are trained, old ones kept). Points whose P + val + test exceed the grammar's
-number of sequences are skipped and listed. Writes ``sweep.json`` and ``sweep.png``.
+Every grid point is one ordinary ``rhm`` run (:mod:`rhmdiff.tasks.rhm`) in its own workdir
+``m{m}_P{P}_seed{seed}``: finished points are skipped on rerun, unfinished ones resume from
+their checkpoints, and a point whose evaluation settings changed re-runs only its
+evaluation. A seed is another grammar and another training seed (``rhm.seed`` and ``seed``
+both set to it). The grid of P is ``sweep.train_sizes`` or, when ``sweep.relative_sizes`` is
+set, those multiples of each m's P_L of Eq. 6 (so every m is sampled around its own
+prediction); points with P < ``train.batch_size`` or whose P + val + test exceed the
+grammar's number of sequences are skipped and listed.
+
+``sweep.json`` holds every point, the seed mean and standard error of A_l per (m, P), P* at
+each of ``sweep.thresholds`` per seed and with a t-interval over seeds
+(:func:`rhmdiff.analysis.sample_complexity.p_star_statistics`, interpolated in log P), the
+exponent of P* vs m with its interval (:func:`~rhmdiff.analysis.sample_complexity.power_law_fit`,
+every seed's P* pooled) next to L + 1, and the convergence check: at the two grid points
+nearest each crossing, for the seeds ``sweep.check_seeds``, the run with ``sweep.check_generated``
+sequences, the same with twice the steps and the same with twice the width, each difference
+of A_L with its standard error. Writes ``sweep.json`` and ``sweep.png``.
+
+``sweep.workers`` > 1 trains that many points at a time, each in its own process pinned to
+one CPU core with single-threaded XLA (on CPUs only; the numbers are those of one process:
+XLA:CPU gives the same bits with one thread or two).
 """
 from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
 
 import jax
 import ml_collections
@@ -19,15 +36,19 @@ import numpy as np
 from absl import logging
 
 from rhmdiff import config_check as check
-from rhmdiff import rhm
+from rhmdiff import rhm, theory
 from rhmdiff import workdir as workdir_lib
 from rhmdiff.analysis import figures
-from rhmdiff.analysis.sample_complexity import fit_power_law, p_star
-from rhmdiff.files import as_path, read_json, write_json
+from rhmdiff.analysis.sample_complexity import p_star_statistics, power_law_fit
+from rhmdiff.files import as_path, read_json
+from rhmdiff.tasks import finish
 from rhmdiff.tasks import rhm as rhm_task
 
-MUTABLE = ("sweep.train_sizes", "sweep.m_values", "sweep.seeds", "sweep.threshold", "sweep.metric",
-           *rhm_task.MUTABLE)
+MUTABLE = ("sweep.train_sizes", "sweep.relative_sizes", "sweep.m_values", "sweep.seeds", "sweep.thresholds",
+           "sweep.metric", "sweep.check_seeds", "sweep.check_generated", "sweep.workers", *rhm_task.MUTABLE)
+OUTPUTS = ("sweep.json", "sweep.png")  # and one marked rhm sub-run per point
+POINT_KEYS = ("accuracy", "tuple_accuracy", "novel_accuracy", "memorized_fraction", "copy_null", "valid_fraction",
+              "novel_valid_fraction", "num_generated", "val_loss", "best_step", "steps", "stopped_early")
 
 
 def validate(config) -> None:
@@ -35,38 +56,84 @@ def validate(config) -> None:
     v, s, L = (check.get(config, f"rhm.{k}") for k in ("v", "s", "L"))
     for m in check.int_list(config, "sweep.m_values", 1):
         check.grammar_sizes(config, "sweep.m_values", v, m, s, L)
-    batch_size = config.train.batch_size
-    sizes = check.int_list(config, "sweep.train_sizes", 1)
-    for P in sizes:
-        if P < batch_size:
-            raise check.ConfigError("sweep.train_sizes", f"every P must be >= train.batch_size = {batch_size}, got {P}")
+    if check.get(config, "rhm.rules_file"):
+        raise check.ConfigError("rhm.rules_file", "a sweep draws one grammar per m and seed: leave it ''")
+    relative = check.get(config, "sweep.relative_sizes")
+    if not isinstance(relative, (list, tuple)) or not all(isinstance(x, (int, float)) and x > 0 for x in relative):
+        raise check.ConfigError("sweep.relative_sizes", f"must be a list of positive multiples of P_L, got {relative!r}")
+    if not relative:
+        check.int_list(config, "sweep.train_sizes", 1)
     check.int_list(config, "sweep.seeds", 0)
-    check.real(config, "sweep.threshold", 0.0, 1.0, high_open=False)
+    thresholds = check.get(config, "sweep.thresholds")
+    if not isinstance(thresholds, (list, tuple)) or not thresholds or not all(
+            isinstance(x, (int, float)) and 0 < x <= 1 for x in thresholds):
+        raise check.ConfigError("sweep.thresholds", f"must be a non-empty list of numbers in (0, 1], got {thresholds!r}")
     check.choice(config, "sweep.metric", ("accuracy", "novel_accuracy"))
-    held_out = config.data.val_size + config.data.test_size
-    if all(min(sizes) + held_out > rhm.language_size(v, m, s, L) for m in config.sweep.m_values):
-        raise check.ConfigError("sweep.train_sizes", f"every P + val_size + test_size exceeds the language of every "
-                                f"m in {list(config.sweep.m_values)}: nothing to train")
+    check.integer(config, "sweep.check_generated", 1)
+    check.integer(config, "sweep.workers", 1, os.cpu_count() or 1)
+    seeds = check.get(config, "sweep.check_seeds")
+    if not isinstance(seeds, (list, tuple)) or not set(seeds) <= set(config.sweep.seeds):
+        raise check.ConfigError("sweep.check_seeds", f"must be a list of seeds of sweep.seeds (or empty: no "
+                                f"convergence check), got {seeds!r}")
+    if not any(grid(config, m) for m in config.sweep.m_values):
+        raise check.ConfigError("sweep.train_sizes", "no P of the grid is >= train.batch_size and fits in the "
+                                f"language of any m in {list(config.sweep.m_values)} with val_size + test_size: "
+                                "nothing to train")
 
 
-def point_config(config, m: int, P: int, seed: int) -> ml_collections.ConfigDict:
-    """The ``rhm`` config of one grid point (the sweep's config with m, P and seed set)."""
+def candidate_sizes(config, m: int) -> list[int]:
+    """The P of the grid of ``m``: ``sweep.train_sizes``, or ``sweep.relative_sizes`` x P_L(m)."""
+    c, sw = config.rhm, config.sweep
+    if sw.relative_sizes:
+        P_L = theory.sample_complexity(c.v, m, c.s, c.L)
+        return sorted({int(round(x * P_L)) for x in sw.relative_sizes})
+    return sorted(set(sw.train_sizes))
+
+
+def grid(config, m: int) -> list[int]:
+    """The P of the grid of ``m`` that can be trained (>= the batch, room for the held-out sets)."""
+    c = config.rhm
+    room = rhm.language_size(c.v, m, c.s, c.L) - config.data.val_size - config.data.test_size
+    return [P for P in candidate_sizes(config, m) if config.train.batch_size <= P <= room]
+
+
+def point_config(config, m: int, P: int, seed: int, variant: str = "") -> ml_collections.ConfigDict:
+    """The ``rhm`` config of one grid point (``variant``: ``"steps2x"`` / ``"width2x"`` for the
+    convergence check, with ``sweep.check_generated`` sequences)."""
     c = ml_collections.ConfigDict(config.to_dict())
     del c.sweep
     c.task = "rhm"
-    c.rhm.m = m
+    c.rhm.update(m=m, seed=seed)
     c.data.train_size = P
     c.seed = seed
+    if variant:
+        c.eval.num_generated = config.sweep.check_generated
+    if variant == "steps2x":
+        c.train.num_steps *= 2
+    elif variant == "width2x":
+        c.model.width *= 2
     return c
+
+
+def point_name(m: int, P: int, seed: int, variant: str = "") -> str:
+    return f"m{m}_P{P}_seed{seed}" + (f"_{variant}" if variant else "")
+
+
+def _evaluated_as_asked(stored: dict, asked: dict) -> bool:
+    """Whether results with the config ``stored`` answer for ``asked``: the same config, or one
+    that generated more sequences (a point re-evaluated by the convergence check)."""
+    more = lambda c: {**c, "eval": {k: v for k, v in c.get("eval", {}).items() if k != "num_generated"}}
+    return stored == asked or (more(stored) == more(asked) and
+                               stored["eval"]["num_generated"] >= asked["eval"]["num_generated"])
 
 
 def run_point(config, subdir) -> dict:
     """The results of the ``rhm`` run ``config`` in ``subdir``: read back when it finished with
-    exactly this config, else trained (or resumed) and evaluated."""
+    this config (or with more generated sequences), else trained (or resumed) and evaluated."""
     path = subdir / "results.json"
     if path.exists():
         res = read_json(path)
-        if res.get("config") == workdir_lib.experiment(config):
+        if isinstance(res.get("config"), dict) and _evaluated_as_asked(res["config"], workdir_lib.experiment(config)):
             logging.info("%s: done before, skipped", subdir.name)
             return res
     logging.info("%s: training", subdir.name)
@@ -74,42 +141,145 @@ def run_point(config, subdir) -> dict:
         return rhm_task.run(config, subdir)
 
 
+def summarize(config, points: list[dict]) -> tuple[list, list, list]:
+    """Per m: the seed mean and standard error of A_l at every P (``curves``) and P* at every
+    threshold (``p_star``); per threshold: the exponent of P* vs m (``exponents``)."""
+    sw, L = config.sweep, config.rhm.L
+    curves, stars = [], []
+    for m in sw.m_values:
+        Ps = sorted({p["P"] for p in points if p["m"] == m})
+        if not Ps:
+            continue
+        by_seed = {seed: {p["P"]: p for p in points if (p["m"], p["seed"]) == (m, seed)} for seed in sw.seeds}
+        complete = [seed for seed in sw.seeds if set(by_seed[seed]) == set(Ps)]
+        if not complete:
+            continue
+        acc = np.array([[by_seed[seed][P]["accuracy"] for P in Ps] for seed in complete])  # [seed, P, level]
+        n = len(complete)
+        curves.append({"m": m, "train_sizes": Ps, "seeds": complete,
+                       "P_l": theory.sample_complexities(config.rhm.v, m, config.rhm.s, L),
+                       "accuracy_mean": acc.mean(0).tolist(),
+                       "accuracy_se": (acc.std(0, ddof=1) / np.sqrt(n)).tolist() if n > 1 else None,
+                       "copies_mean": np.mean([[by_seed[s][P]["memorized_fraction"] for P in Ps] for s in complete],
+                                              0).tolist()})
+        if len(Ps) >= 2:
+            metric = np.array([[by_seed[seed][P][sw.metric][L - 1] for P in Ps] for seed in complete])
+            stars.append({"m": m, "seeds": complete, "thresholds": [p_star_statistics(Ps, metric, t)
+                                                                   for t in sw.thresholds]})
+    exponents = []
+    for i, threshold in enumerate(sw.thresholds):
+        xs = [row["m"] for row in stars for _ in row["thresholds"][i]["per_seed"]]
+        ys = [p for row in stars for p in row["thresholds"][i]["per_seed"]]
+        finite = {x for x, y in zip(xs, ys) if np.isfinite(y)}
+        if len(finite) >= 2:
+            exponents.append({"threshold": threshold, **power_law_fit(xs, ys), "theory": L + 1})
+    return curves, stars, exponents
+
+
+def convergence_points(config, stars: list[dict]) -> list[tuple[int, int]]:
+    """The two grid points of each m nearest (in log P) to each crossing of the seed-mean curve."""
+    out = []
+    for row in stars:
+        Ps = grid(config, row["m"])
+        for st in row["thresholds"]:
+            if np.isfinite(st["mean_curve"]):
+                nearest = sorted(Ps, key=lambda P: abs(np.log(P / st["mean_curve"])))[:2]
+                out += [(row["m"], P) for P in nearest]
+    return sorted(set(out))
+
+
+def convergence_check(config, workdir, stars: list[dict]) -> list[dict]:
+    """At each point of :func:`convergence_points`, for each of ``sweep.check_seeds``: A_L of the
+    run and of the runs with twice the steps and twice the width, with ``sweep.check_generated``
+    sequences each; ``passed`` when each change of A_L is below 0.03 and below two standard
+    errors of the difference (binomial, from the numbers of sequences)."""
+    sw, L, rows = config.sweep, config.rhm.L, []
+    keys = [(m, P, seed) for m, P in convergence_points(config, stars) for seed in sw.check_seeds]
+    variants = ("base", "steps2x", "width2x")
+    jobs = [(point_config(config, *k, variant), workdir / point_name(*k, "" if variant == "base" else variant))
+            for k in keys for variant in variants]
+    done = iter(run_points(config, jobs))
+    for m, P, seed in keys:
+        base, *doubled = (next(done) for _ in variants)
+        row = {"m": m, "P": P, "seed": seed, "A_L": base[sw.metric][L - 1], "num_generated": base["num_generated"]}
+        for variant, res in zip(variants[1:], doubled):
+            a, b = row["A_L"], res[sw.metric][L - 1]
+            se = float(np.sqrt(a * (1 - a) / row["num_generated"] + b * (1 - b) / res["num_generated"]))
+            row[variant] = {"A_L": b, "difference": b - a, "se": se, "best_step": res["best_step"],
+                            "passed": bool(abs(b - a) < 0.03 and abs(b - a) < 2 * max(se, 1e-12))}
+        rows.append(row)
+    return rows
+
+
+def _pin_worker(cores, verbosity: int) -> None:
+    """A worker process: one CPU core, single-threaded XLA (before JAX starts its backend), the
+    parent's log level."""
+    from rhmdiff._util import quiet_orbax
+    core = cores.get()
+    os.sched_setaffinity(0, {core})
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    logging.use_absl_handler()
+    logging.set_verbosity(verbosity)
+    quiet_orbax()
+
+
+def _run_point_in_worker(config_dict: dict, subdir: str) -> dict:
+    return run_point(ml_collections.ConfigDict(config_dict), as_path(subdir))
+
+
+def run_points(config, jobs: list[tuple]) -> list[dict]:
+    """:func:`run_point` of every ``(point config, subdir)``, ``sweep.workers`` at a time."""
+    workers = min(config.sweep.workers, len(jobs))
+    if workers <= 1:
+        return [run_point(c, d) for c, d in jobs]
+    if jax.process_count() > 1 or jax.default_backend() != "cpu":
+        raise check.ConfigError("sweep.workers", f"must be 1 outside a single CPU process (backend "
+                                f"{jax.default_backend()}, {jax.process_count()} processes), got {workers}")
+    context = multiprocessing.get_context("spawn")
+    cores = context.Queue()
+    for i in range(workers):
+        cores.put(sorted(os.sched_getaffinity(0))[i % len(os.sched_getaffinity(0))])
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_pin_worker,
+                                                initargs=(cores, logging.get_verbosity())) as pool:
+        futures = [pool.submit(_run_point_in_worker, c.to_dict(), os.fspath(d)) for c, d in jobs]
+        return [f.result() for f in futures]
+
+
+def grid_points(config, workdir) -> list[dict]:
+    """Every point of the grid, trained (or read back)."""
+    keys = [(m, P, seed) for m in config.sweep.m_values for P in grid(config, m) for seed in config.sweep.seeds]
+    results = run_points(config, [(point_config(config, *k), workdir / point_name(*k)) for k in keys])
+    return [{"m": m, "P": P, "seed": seed, **{k: res[k] for k in POINT_KEYS if k in res}}
+            for (m, P, seed), res in zip(keys, results)]
+
+
 def run(config, workdir) -> dict:
     sw = config.sweep
     workdir = as_path(workdir)
-    points, skipped = [], []
-    for m in sw.m_values:
-        size = rhm.language_size(config.rhm.v, m, config.rhm.s, config.rhm.L)
-        for P in sw.train_sizes:
-            for seed in sw.seeds:
-                name = f"m{m}_P{P}_seed{seed}"
-                if P + config.data.val_size + config.data.test_size > size:
-                    skipped.append(name)
-                    continue
-                res = run_point(point_config(config, m, P, seed), workdir / name)
-                points.append({"m": m, "P": P, "seed": seed, **{k: res[k] for k in (
-                    "accuracy", "tuple_accuracy", "novel_accuracy", "memorized_fraction", "novel_valid_fraction",
-                    "val_loss", "best_step", "steps") if k in res}})
-    summary = []
-    for m in sw.m_values:
-        Ps = sorted({p["P"] for p in points if p["m"] == m})
-        if len(Ps) < 2:
-            continue
-        top = [np.mean([p[sw.metric][-1] for p in points if (p["m"], p["P"]) == (m, P)]) for P in Ps]
-        summary.append({"m": m, "train_sizes": Ps, "A_L": top, "p_star": p_star(Ps, top, sw.threshold)})
-    results = {"task": "sweep", "L": config.rhm.L, "v": config.rhm.v, "s": config.rhm.s, "threshold": sw.threshold,
-               "metric": sw.metric, "points": points, "skipped": skipped, "p_star": summary,
-               **workdir_lib.provenance(config)}
-    finite = [row for row in summary if np.isfinite(row["p_star"])]
-    if len(finite) >= 2:
-        results["exponent"], results["prefactor"] = fit_power_law([r["m"] for r in finite],
-                                                                   [r["p_star"] for r in finite])
-    if jax.process_index() == 0:
-        write_json(workdir / "sweep.json", results)
-        figures.plot_sweep(results, workdir / "sweep.png")
-    for row in summary:
-        print(f"m={row['m']}: A_L(P) = {np.round(row['A_L'], 3).tolist()} at P = {row['train_sizes']}, "
-              f"P* = {row['p_star']:.4g}")
-    if "exponent" in results:
-        print(f"P* vs m exponent {results['exponent']:.2f} (theory L + 1 = {config.rhm.L + 1})")
-    return results
+    points = grid_points(config, workdir)
+    curves, stars, exponents = summarize(config, points)
+    checks = convergence_check(config, workdir, stars) if sw.check_seeds else []
+    if checks:  # some grid points were evaluated again with more sequences
+        points = grid_points(config, workdir)
+        curves, stars, exponents = summarize(config, points)
+    skipped = {f"m{m}": sorted(set(candidate_sizes(config, m)) - set(grid(config, m))) for m in sw.m_values}
+    results = {"task": "sweep", "L": config.rhm.L, "v": config.rhm.v, "s": config.rhm.s, "metric": sw.metric,
+               "thresholds": list(sw.thresholds), "points": points, "skipped": skipped, "curves": curves,
+               "p_star": stars, "exponents": exponents, "convergence": checks}
+    return finish(config, workdir, results, "sweep.json", figures.plot_sweep, summary(results))
+
+
+def summary(results: dict) -> str:
+    lines = []
+    for row in results["p_star"]:
+        for st in row["thresholds"]:
+            lines.append(f"m={row['m']}: P* (A_L >= {st['threshold']}) = {st['p_star']:.4g} "
+                         f"[{st['ci'][0]:.4g}, {st['ci'][1]:.4g}], {st['n_crossed']} of {st['n_seeds']} seeds cross")
+    for e in results["exponents"]:
+        lines.append(f"P* vs m at {e['threshold']}: exponent {e['exponent']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] "
+                     f"(theory L + 1 = {e['theory']})")
+    passed = [c[v]["passed"] for c in results["convergence"] for v in ("steps2x", "width2x")]
+    if passed:
+        lines.append(f"convergence check: {sum(passed)} of {len(passed)} doublings move A_L by < 0.03 and < 2 SE")
+    return "\n".join(lines)

@@ -23,20 +23,18 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from rhmdiff import config_check as check
-from rhmdiff import evaluate
-from rhmdiff import workdir as workdir_lib
+from rhmdiff import evaluate, from_config, runs
 from rhmdiff.analysis import correlations, figures
 from rhmdiff.analysis.perplexity import CausalLM, perplexity_vs_context
 from rhmdiff.data import DataError, text
-from rhmdiff.files import write_json
-from rhmdiff.tasks import md4
+from rhmdiff.models import transformer
+from rhmdiff.tasks import finish
 
 MUTABLE = ("analysis.distances", "analysis.lm_path", "analysis.lm_context")
+OUTPUTS = ("text_correlations.json", "text_correlations.png", "perplexity.json", "perplexity.png", "stage_*")
 
 
 def validate(config) -> None:
@@ -51,29 +49,28 @@ def validate(config) -> None:
         raise check.ConfigError("analysis.lm_path", "must be a path or ''")
     if lm_path and not os.path.isdir(lm_path):
         raise DataError(f"analysis.lm_path: no model directory at {lm_path!r}")
-    workdir_lib.read_run_config(config.analysis.run_dir, "config.analysis.run_dir", "md4")
+    runs.stored_config(config.analysis.run_dir, "config.analysis.run_dir", "md4")
 
 
 def stage_samples(config, stored, workdir, data: text.TokenData, tokenizer) -> dict:
     """``{step: int32[num_samples, seq_len]}`` for every kept stage of the run (generated
     once, then read back)."""
     ac = config.analysis
-    model, schedule = md4.model_from_config(stored, data.vocab_size), md4.schedule_from_config(stored)
-    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, stored.data.seq_len), jnp.int32),
-                              jnp.zeros((1,)))
-    generate = lambda step, params: md4.generate(
+    model, schedule = from_config.md4_model(stored, data.vocab_size), from_config.masking_schedule(stored)
+    abstract = jax.eval_shape(lambda: transformer.init_params(model, jax.random.PRNGKey(0), stored.data.seq_len))
+    generate = lambda step, params: evaluate.md4_samples(
         jax.random.fold_in(jax.random.PRNGKey(config.seed), step), model, params, schedule, ac.num_samples,
         stored.data.seq_len, data.vocab_size, ac.batch_size, ac.sample_steps, ac.top_p or None,
-        stored.eval.get("sampling_grid", "uniform"))
+        stored.eval.sampling_grid)
     return evaluate.stage_samples(ac.run_dir, workdir, abstract, generate,
-                                  lambda stage_dir, x: md4.write_samples(stage_dir, x, tokenizer),
+                                  lambda stage_dir, x: text.write_samples(stage_dir, x, tokenizer),
                                   "config.analysis.run_dir")
 
 
 def run(config, workdir) -> dict:
     ac = config.analysis
-    stored = workdir_lib.read_run_config(ac.run_dir, "config.analysis.run_dir", "md4")
-    tokens = md4.token_dir(stored, ac.run_dir)
+    stored = runs.stored_config(ac.run_dir, "config.analysis.run_dir", "md4")
+    tokens = from_config.token_dir(stored, ac.run_dir)
     if not os.path.exists(os.path.join(tokens, "meta.json")):
         raise DataError(f"analysis.run_dir: the token files of {ac.run_dir} ({tokens}) are missing, or its corpus "
                         "or tokenizer changed since it was trained")
@@ -89,12 +86,10 @@ def run(config, workdir) -> dict:
     curves = [correlations.correlation_curve(label(step), x, data.vocab_size, distances) for step, x in samples.items()]
     curves.append(correlations.correlation_curve("validation data", val_x, data.vocab_size, distances))
     results = {"task": "text_correlations", "v": data.vocab_size, "d": d, "curves": curves,
-               "stages": sorted(samples), "tokens_per_step": tokens_per_step, **workdir_lib.provenance(config)}
-    if jax.process_index() == 0:
-        write_json(workdir / "text_correlations.json", results)
-        figures.plot_correlations(results, workdir / "text_correlations.png")
-    for row in curves:
-        logging.info("%s: C(t) = %s", row["name"], {t: round(row["correlation"][t], 5) for t in distances})
+               "stages": sorted(samples), "tokens_per_step": tokens_per_step}
+    summary = "\n".join(f"{row['name']}: C(t) = {({t: round(row['correlation'][t], 5) for t in distances})}"
+                        for row in curves)
+    results = finish(config, workdir, results, "text_correlations.json", figures.plot_correlations, summary)
     if ac.lm_path:
         lm = CausalLM(ac.lm_path)
         length = min(ac.lm_context, d)
@@ -106,9 +101,9 @@ def run(config, workdir) -> dict:
                 continue
             rows.append({"name": name, "num": int(len(ids)),
                          "perplexity": perplexity_vs_context(lm, ids, ac.batch_size).tolist()})
-        ppl = {"task": "perplexity", "lm_path": ac.lm_path, "curves": rows, **workdir_lib.provenance(config)}
-        if jax.process_index() == 0:
-            write_json(workdir / "perplexity.json", ppl)
-            figures.plot_perplexity(ppl, workdir / "perplexity.png")
+        ppl = {"task": "perplexity", "lm_path": ac.lm_path, "curves": rows}
+        summary = "\n".join(f"{row['name']}: perplexity {row['perplexity'][0]:.4g} (context 1) -> "
+                            f"{row['perplexity'][-1]:.4g} (context {len(row['perplexity'])})" for row in rows)
+        finish(config, workdir, ppl, "perplexity.json", figures.plot_perplexity, summary)
         results["perplexity"] = rows
     return results
