@@ -1,6 +1,7 @@
-"""Relative sensitivity S_{k,l} of the U-Net blocks vs P (paper Fig. 6, Eq. 26): the best
-parameters of every point of the P sweep (run ``configs/sweep_P.py`` first), at diffusion
-time t = 1, on 1024 fresh sequences of the sweep's grammar; ~1 minute on 2 CPU cores.
+"""Relative sensitivity of the U-Net's blocks to synonym resets (paper App. D.1, Fig. 6) at the
+models of the P sweep (run ``configs/sweep_P.py`` first): the m = 3 points, every P and seed
+(the convergence-check variants left out), at diffusion time t = 1, on 1024 fresh sequences of
+each seed's grammar.
 
     python -m rhmdiff.main --config=configs/sensitivity.py --workdir=runs/sensitivity
     python -m rhmdiff.main --config=configs/sensitivity.py --workdir=runs/sensitivity_paper \\
@@ -13,6 +14,7 @@ from rhmdiff.config_base import base_config
 
 def get_config():
     c = base_config("sensitivity", seed=0)
-    # reset "other": the authors' R_l (another production at level l); "any": any of the m
-    c.sensitivity = ml_collections.ConfigDict(dict(sources=("runs/sweep_P/*",), num_data=1024, t=1, reset="other"))
+    # reset "other": R_l redraws the production at level l among the other m - 1; "any": among all m
+    c.sensitivity = ml_collections.ConfigDict(dict(sources=("runs/sweep_P/m3_P*_seed?",), num_data=1024, t=1,
+                                                   reset="other"))
     return c

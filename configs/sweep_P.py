@@ -18,6 +18,9 @@ stopping 10 validations after the best; 512 generated sequences per point. The c
 check reruns the two points nearest each crossing (seed 0, 4096 sequences) with twice the
 steps and with twice the width. P* at A_L = 0.3, 0.5, 0.7 and 0.8. Two points train at a time
 (``sweep.workers``), one per core.
+``cpu_paper_recipe``: the ``cpu`` sweep at m = 3, one seed, with the paper's own recipe: the
+authors' U-Net (``model.variant = "reference"``), the loss of the variational bound alone
+(``diffusion.objective = "vb"``) and SGD in muP at lr 1, the same budget.
 ``paper``: ``rhm_L3.py:paper`` (v=32, m=8), P from 2^10 to 2^20, 3 seeds.
 """
 import ml_collections
@@ -26,6 +29,13 @@ from rhmdiff.config_base import sibling_config
 
 
 def get_config(preset: str = "cpu"):
+    if preset == "cpu_paper_recipe":
+        c = get_config("cpu")
+        c.sweep.update(m_values=(3,), seeds=(0,), check_seeds=())
+        c.model.variant = "reference"
+        c.diffusion.objective = "vb"
+        c.train.lr = 1.0
+        return c
     c = sibling_config(__file__, "rhm_L3").get_config(preset)
     c.task = "sweep"
     c.sweep = ml_collections.ConfigDict(dict(

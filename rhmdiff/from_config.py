@@ -5,6 +5,8 @@ run it analyses), so that one config always gives the same objects.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import numpy as np
 
@@ -40,11 +42,25 @@ def unet_model(config, g: rhm.Grammar):
                      time_conditioning=config.model.time_conditioning)
 
 
+class RhmKeys(NamedTuple):
+    """The PRNG keys of an ``rhm`` run, all from ``config.seed``."""
+    data: jax.Array  # the train / validation / test splits
+    init: jax.Array  # the network's initial parameters
+    batches: jax.Array  # the order of the training batches (offline) or the online draws
+    validation: jax.Array  # the validation bound's fixed noise
+    generate: jax.Array  # the generated sequences
+    bounds: jax.Array  # the test bounds' noise
+    random: jax.Array  # the uniformly random baseline sequences
+
+
+def rhm_keys(config) -> RhmKeys:
+    return RhmKeys(*jax.random.split(jax.random.PRNGKey(config.seed), 7))
+
+
 def splits(config, g: rhm.Grammar) -> dict:
     """The run's disjoint train / validation / test splits (:func:`rhmdiff.data.rhm_data.make_splits`;
     no training split when ``data.online``)."""
-    k_data = jax.random.split(jax.random.PRNGKey(config.seed), 7)[0]
-    return rhm_data.make_splits(k_data, g, 0 if config.data.online else config.data.train_size,
+    return rhm_data.make_splits(rhm_keys(config).data, g, 0 if config.data.online else config.data.train_size,
                                 config.data.val_size, config.data.test_size)
 
 

@@ -62,9 +62,14 @@ def trained_rhm_runs(patterns, field: str) -> list:
     return runs
 
 
+def rhm_config(results: dict) -> ml_collections.ConfigDict:
+    """The config of an ``rhm`` run from its ``results.json`` (without the input hashes)."""
+    return ml_collections.ConfigDict({k: v for k, v in results["config"].items() if k != "inputs"})
+
+
 def restore_rhm(run_dir, results: dict):
     """``(config, g, model, params)`` of the ``rhm`` run in ``run_dir``: its best parameters."""
-    stored = ml_collections.ConfigDict({k: v for k, v in results["config"].items() if k != "inputs"})
+    stored = rhm_config(results)
     try:
         g = from_config.grammar(stored)
     except ValueError as e:  # a rules file that is gone or changed since

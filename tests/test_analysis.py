@@ -418,3 +418,27 @@ def test_p_star_statistics_and_exponent_interval_against_numpy():
     t = t_interval([1.0, 2.0, 4.0])
     assert t["mean"] == pytest.approx(7 / 3) and t["se"] == pytest.approx(np.std([1, 2, 4], ddof=1) / np.sqrt(3))
 
+
+def test_floor_subtraction_and_effective_support_against_numpy():
+    """The floor is removed in quadrature; the effective support 1 / sum p^2 is estimated from
+    collisions without bias: on K equally likely sequences it is K on average, and on the
+    whole enumerated language it is the language size."""
+    from rhmdiff.analysis.correlations import effective_support, noise_floor, subtract_floor
+    np.testing.assert_allclose(subtract_floor([np.nan, 0.05, 0.01], 0.03), [np.nan, 0.04, 0.0])
+    rng = np.random.default_rng(0)
+    support = rng.integers(0, 8, (50, 8))  # 50 sequences (almost surely distinct)
+    estimates = [effective_support(support[rng.integers(0, 50, 400)]) for _ in range(200)]
+    assert np.mean(estimates) == pytest.approx(50, rel=0.03)
+    draws = support[rng.integers(0, 50, 400)]
+    _, counts = np.unique(draws, axis=0, return_counts=True)
+    assert effective_support(draws) == pytest.approx(400 * 399 / np.sum(counts * (counts - 1)))
+    assert effective_support(np.arange(10).reshape(5, 2)) == math.inf
+    # the noise floor is the expected norm of the covariance of independent uniform tokens
+    norms = []
+    for _ in range(200):
+        a, b = rng.integers(0, 8, 2000), rng.integers(0, 8, 2000)
+        joint = np.zeros((8, 8))
+        np.add.at(joint, (a, b), 1 / 2000)
+        norms.append(np.linalg.norm(joint - np.outer(joint.sum(1), joint.sum(0))))
+    assert np.mean(norms) == pytest.approx(noise_floor(8, 2000), rel=0.03)
+

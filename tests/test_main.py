@@ -254,6 +254,24 @@ def test_sweep_task_trains_each_point_once(tmp_path):
     assert [r["P"] for r in runs] == [16, 64] and (sens_dir / "sensitivity.png").exists()
     assert set(runs[0]["sensitivity"]) == {f"{side}_{k}" for side in ("encoder", "decoder") for k in (1, 2, 3)}
     assert all(len(s_l) == 3 and min(s_l) >= 0 for r in runs for s_l in r["sensitivity"].values())
+    assert set(runs[0]["initial"]) == set(runs[0]["sensitivity"]) and len(runs[0]["tokens"]) == 3
+    table = json.loads((sens_dir / "sensitivity.json").read_text())["crossings"]
+    assert [(c["level"], c["reset"], c["block"]) for c in table] == [(2, 1, "encoder_3"), (3, 2, "encoder_3")]
+    corr_dir = tmp_path / "correlations"  # Fig. 1c on the sweep's trained points
+    corr_args = [f"--config.correlations.sources=('{workdir}/m2_P*_seed?',)", "--config.correlations.num_generated=32",
+                 "--config.correlations.num_data=48"]
+    corr = run_main(corr_dir, *corr_args, config="configs/correlations.py")
+    assert corr.returncode == 0, corr.stderr[-2000:]
+    res = json.loads((corr_dir / "correlations.json").read_text())
+    assert [c["name"] for c in res["curves"]] == ["RHM data", "P = 16", "P = 64"]
+    assert [c["num"] for c in res["curves"]] == [48, 32, 32] and len(res["theory"]) == 8
+    samples = np.load(corr_dir / "samples_m2_P64_seed0.npy")
+    assert samples.shape == (32, 8)
+    row = next(r for r in res["runs"] if r["P"] == 64)
+    from rhmdiff.analysis.correlations import token_correlation
+    np.testing.assert_allclose(row["correlation"][1:], token_correlation(samples, 4)[1:], rtol=1e-12)
+    again = run_main(corr_dir, *corr_args, config="configs/correlations.py")  # the samples are read back
+    assert again.returncode == 0 and "generating" not in again.stderr
     score = tmp_path / "score_error"  # the denoisers against the Bayes-optimal one
     errs = run_main(score, f"--config.score_error.sources=('{workdir}/*',)", "--config.score_error.num_data=32",
                     "--config.score_error.num_t=3", config="configs/score_error.py")
@@ -275,21 +293,6 @@ def test_onestep_task(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     curve = json.loads((workdir / "onestep.json").read_text())["curves"][0]["separability"]
     assert curve[-1] > curve[0] and (workdir / "onestep.png").exists()
-
-
-def test_correlations_task_reads_generated_samples(tmp_path):
-    source = tmp_path / "run_a"
-    source.mkdir()
-    np.save(source / "generated.npy", np.random.default_rng(0).integers(0, 8, (64, 8)).astype(np.int32))
-    workdir = tmp_path / "corr"
-    proc = run_main(workdir, "--config.correlations.num_data=64", "--config.correlations.oracle=False",
-                    f"--config.correlations.sources=('{tmp_path}/run_*',)", config="configs/correlations.py")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads((workdir / "correlations.json").read_text())
-    rows = results["curves"]
-    assert [r["name"] for r in rows] == ["RHM data", "run_a"] and len(rows[0]["correlation"]) == 8
-    assert results["theory"][0] is None and len(results["theory"]) == 8
-    assert (workdir / "correlations.png").exists()
 
 
 def config_presets():

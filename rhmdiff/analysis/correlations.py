@@ -96,3 +96,27 @@ def correlation_curve(name: str, tokens, vocab_size: int, distances) -> dict:
     for t in distances:
         floor[t] = unigram_noise_floor(tokens, n * (d - t))
     return {"name": name, "num": int(n), "correlation": corr.tolist(), "noise_floor": floor.tolist()}
+
+
+def subtract_floor(correlation, floor) -> np.ndarray:
+    """The correlation with the estimator's noise removed in quadrature:
+    ``sqrt(max(C^2 - floor^2, 0))``. The squared norm of the estimated covariance is the true
+    one plus the noise's (their cross term averages to zero), so this is the norm of the
+    population covariance, up to the noise's own fluctuation."""
+    c, f = np.asarray(correlation, float), np.asarray(floor, float)
+    return np.sqrt(np.maximum(c**2 - f**2, 0.0))
+
+
+def effective_support(tokens) -> float:
+    """``1 / sum_x p(x)^2`` of the distribution the rows of ``tokens [N, d]`` are drawn from,
+    estimated without bias from the collisions among them:
+    ``sum_x n_x (n_x - 1) / (N (N - 1))`` estimates ``sum_x p(x)^2`` (inf when no two rows
+    agree). The number of sequences of the RHM's language for its uniform distribution; the
+    number of training points for a sampler that only copies them."""
+    x = np.ascontiguousarray(np.asarray(tokens))
+    n = len(x)
+    if n < 2:
+        raise ValueError(f"tokens must hold at least two sequences, got {n}")
+    _, counts = np.unique(x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel(), return_counts=True)
+    collisions = float(np.sum(counts * (counts - 1.0))) / (n * (n - 1.0))
+    return 1.0 / collisions if collisions > 0 else float("inf")

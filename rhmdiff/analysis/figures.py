@@ -7,7 +7,11 @@ re-plots every results file in the given workdirs that names its figure (PNG nex
     python -m rhmdiff.analysis.figures p_star OUT.png runs/clustering_sweep runs/sweep_P ...
 
 draws Fig. 2: P* vs m of the clustering algorithm and of the diffusion model side by side, and
-writes OUT.json: the diffusion model's P* over each clustering variant's on the same grammars.
+writes OUT.json: the diffusion model's P* over each clustering variant's on the same grammars;
+
+    python -m rhmdiff.analysis.figures stages OUT.png runs/rhm_online_seed0 runs/rhm_online_seed1 ...
+
+draws Fig. 1b: A_l at the kept steps of several runs (mean and standard error over them).
 """
 from __future__ import annotations
 
@@ -166,15 +170,31 @@ def plot_stages(results: dict, path) -> None:
     colors = plt.get_cmap("plasma", L + 1)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for level in range(1, L + 1):
-        ax.errorbar(seen, acc[:, level - 1], yerr=se[:, level - 1], fmt="o-", ms=3, capsize=2,
+        ax.errorbar(seen, acc[:, level - 1], yerr=np.nan_to_num(se[:, level - 1]), fmt="o-", ms=3, capsize=2,
                     color=colors(level - 1), label=f"A_{level}")
         if "P_l" in results:
             ax.axvline(results["P_l"][level - 1], color=colors(level - 1), ls=":", lw=0.8)
     kind = "fresh" if results.get("online") else "training"
     ax.set(xscale="log", ylim=(0, 1.02), xlabel=f"{kind} sequences seen (steps x batch)", ylabel="accuracy A_l",
-           title=f"A_l during training ({stages[0]['num_generated']} sequences per point; dotted: P_l of Eq. 6)")
+           title=f"A_l during training ({stages[0]['num_generated']} sequences per point"
+                 + (f", {results['n_runs']} runs" if results.get("n_runs", 1) > 1 else "") + "; dotted: P_l of Eq. 6)")
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def mean_stages(runs: list[dict]) -> dict:
+    """The stages (``results["stages"]``) of several runs of one config but another seed: at
+    every step they all kept, A_l's mean and standard error over the runs (the binomial error
+    of one run's A_l when there is one)."""
+    steps = sorted(set.intersection(*[{row["step"] for row in r["stages"]} for r in runs]))
+    stages = []
+    for step in steps:
+        rows = [next(row for row in r["stages"] if row["step"] == step) for r in runs]
+        acc = np.array([row["accuracy"] for row in rows])
+        se = acc.std(0, ddof=1) / np.sqrt(len(rows)) if len(rows) > 1 else np.asarray(rows[0]["accuracy_se"])
+        stages.append({**rows[0], "accuracy": acc.mean(0).tolist(), "accuracy_se": se.tolist(), "n_runs": len(rows),
+                       "accuracy_per_run": acc.tolist()})
+    return {"stages": stages, "P_l": runs[0].get("P_l"), "online": runs[0].get("online"), "n_runs": len(runs)}
 
 
 def plot_onestep(results: dict, path: str) -> None:
@@ -221,32 +241,67 @@ def plot_correlations(results: dict, path: str) -> None:
     _save(fig, path)
 
 
+def plot_rhm_correlations(results: dict, path) -> None:
+    """Fig. 1c: the token-token correlation vs distance t of the data and of the sequences
+    generated at every P (mean over seeds, error bars one standard error), with the estimator's
+    noise floor at that N (dotted) and the theory (red dashed); right, the same with the floor
+    subtracted in quadrature."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    cmap = plt.get_cmap("viridis", len(results["curves"]))
+    for ax, key in zip(axes, ("correlation", "corrected")):
+        for i, row in enumerate(results["curves"]):
+            c = np.array([_number(x) for x in row[key]])
+            se = np.array([_number(x) for x in row[f"{key}_se"]]) if row.get(f"{key}_se") else np.zeros_like(c)
+            t = np.flatnonzero(np.isfinite(c) & (c > 0))
+            style = dict(color="black", lw=2) if row["name"] == "RHM data" else dict(color=cmap(i))
+            ax.errorbar(t, c[t], yerr=se[t], fmt="o-", ms=3, capsize=2, label=f"{row['name']}", **style)
+        theory = np.array([_number(x) for x in results["theory"]])
+        t = np.flatnonzero(np.isfinite(theory))
+        ax.plot(t, theory[t], "r--", lw=1.5, label="theory")
+        if key == "correlation":
+            floor = results["curves"][0]["noise_floor"]
+            ax.axhline(floor, color="black", ls=":", lw=1, label=f"noise floor (1 - 1/v)/sqrt(N), N={results['curves'][0]['num']}")
+        ax.set(xscale="log", yscale="log", xlabel="distance t", xticks=list(range(1, results["d"])),
+               title="||Cov(x_i, x_{i+t})||_F" + (" minus the floor (in quadrature)" if key == "corrected" else ""))
+        ax.set_xticklabels([str(t) for t in range(1, results["d"])])
+    axes[0].set_ylabel("correlation")
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
 def plot_sensitivity(results: dict, path: str) -> None:
     """Fig. 6: S_{k,l} of every U-Net block k (encoder top row, decoder bottom row, input side
-    first) vs P, one color per level l of synonym resets, with 1 - A_l dashed."""
-    runs = sorted(results["runs"], key=lambda r: r["P"])
-    P = np.array([r["P"] for r in runs])
-    blocks = list(runs[0]["sensitivity"])
-    L = len(runs[0]["accuracy"])
+    first) vs P, one color per level l of the synonym reset R_l (mean over seeds, error bars one
+    standard error), with 1 - A_l dashed and S of the network at initialization dotted."""
+    rows = results["by_P"]
+    P = np.array([r["P"] for r in rows])
+    blocks = list(rows[0]["sensitivity"])
+    L = results["L"]
     encoders = sorted((b for b in blocks if b.startswith("encoder")), key=lambda b: int(b.split("_")[1]))
     decoders = sorted((b for b in blocks if b.startswith("decoder")), key=lambda b: -int(b.split("_")[1]))
     ncols = max(len(encoders), len(decoders), 1)
     fig, axes = plt.subplots(2, ncols, figsize=(3.6 * ncols, 6.5), squeeze=False, sharey=True)
     colors = plt.get_cmap("plasma", L + 1)
-    for row, names in enumerate((encoders, decoders)):
-        for ax, name in zip(axes[row], names):
+    for row_i, names in enumerate((encoders, decoders)):
+        for ax, name in zip(axes[row_i], names):
             for level in range(1, L + 1):
-                ax.plot(P, [r["sensitivity"][name][level - 1] for r in runs], "o-", ms=3, color=colors(level - 1),
-                        label=f"S, level {level}")
-                ax.plot(P, [1 - r["accuracy"][level - 1] for r in runs], "--", lw=0.8, color=colors(level - 1))
-            ax.set(xscale="log", ylim=(0, 1.15), title=name, xlabel="P")
+                mean = np.array([r["sensitivity"][name][level - 1] for r in rows])
+                se = np.array([_number(r["sensitivity_se"][name][level - 1]) if r["sensitivity_se"][name] else 0.0
+                               for r in rows])
+                ax.errorbar(P, mean, yerr=np.nan_to_num(se), fmt="o-", ms=3, capsize=2, color=colors(level - 1),
+                            label=f"S under R_{level}")
+                ax.plot(P, [r["initial"][name][level - 1] for r in rows], ":", lw=0.8, color=colors(level - 1))
+                ax.plot(P, [1 - r["accuracy"][level - 1] for r in rows], "--", lw=0.8, color=colors(level - 1))
+            ax.axhline(0.5, color="gray", lw=0.5)
+            ax.set(xscale="log", ylim=(0, 1.25), title=name, xlabel="P")
     for ax in axes.ravel()[len(encoders):ncols]:
         ax.axis("off")
     for ax in axes[1][len(decoders):]:
         ax.axis("off")
-    axes[0][0].set_ylabel("relative sensitivity S_{k,l}")
-    axes[1][0].set_ylabel("relative sensitivity S_{k,l}")
-    axes[0][0].legend(fontsize=7, title="dashed: 1 - A_l", title_fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("relative sensitivity S_{k,l}")
+    axes[0][0].legend(fontsize=7, title=f"dashed: 1 - A_l; dotted: at init.; {rows[0]['n_seeds']} seeds",
+                      title_fontsize=7)
     _save(fig, path)
 
 
@@ -401,9 +456,17 @@ def replot(workdir) -> list[str]:
 
 
 def main(argv) -> int:
-    if len(argv) < 2 or (argv[1] == "p_star" and len(argv) < 4):
+    if len(argv) < 2 or (argv[1] in ("p_star", "stages") and len(argv) < 4):
         print(__doc__.strip(), file=sys.stderr)
         return 2
+    if argv[1] == "stages":
+        runs = [read_json(os.path.join(w, "results.json")) for w in argv[3:]]
+        merged = mean_stages(runs)
+        plot_stages(merged, argv[2])
+        out = os.path.splitext(argv[2])[0] + ".json"
+        write_json(out, merged)
+        print(f"wrote {argv[2]} and {out} (A_l at {len(merged['stages'])} steps, mean over {len(runs)} runs)")
+        return 0
     if argv[1] == "p_star":
         results = []
         for workdir in argv[3:]:

@@ -112,7 +112,7 @@ class Setup:
 def setup(config) -> Setup:
     g, schedule = from_config.grammar(config), from_config.d3pm_schedule(config)
     model = from_config.unet_model(config, g)
-    _, k_init, k_batches, k_val, k_gen, k_vb, k_rand = jax.random.split(jax.random.PRNGKey(config.seed), 7)
+    _, k_init, k_batches, k_val, k_gen, k_vb, k_rand = from_config.rhm_keys(config)
     splits = from_config.splits(config, g)
     train_x = np.asarray(splits["train"][0])
     if config.data.online:
