@@ -203,7 +203,7 @@ def _split_choices(g: Grammar, flat, level: int):
 def _sample(key, g: Grammar, num: int):
     k_root, k_choice = jax.random.split(key)
     labels = jax.random.randint(k_root, (num,), 0, g.v, dtype=jnp.int32)
-    choices = jax.random.randint(k_choice, (num, g.num_nodes), 0, g.m, dtype=jnp.int32)
+    choices = jax.random.randint(k_choice, (num, g.num_nodes), 0, max(g.m - 1, 1), dtype=jnp.int32)
     return _expand(g, labels[:, None], _split_choices(g, choices, g.L), g.L), labels
 
 
@@ -371,12 +371,13 @@ def reset_synonyms(key, g: Grammar, tokens, level: int, same_allowed: bool = Fal
     and redraw all production choices below it (levels ``level`` .. 1), i.e. replace each
     level-(level-1) tuple and everything under it by a synonym derivation.
 
-    As in the authors' code, the production of each level-``level`` latent is redrawn among
-    its *other* m - 1 productions (uniformly; the authors' code picks the next production
-    with probability 2/m), so the level-(level-1) tuple always changes when m > 1; the
-    choices below are redrawn freely. ``same_allowed=True``: all m productions, so the tuple
-    stays the same with probability 1/m (rhmdiff 0.1's R_l). Subtrees whose level-``level``
-    latent is invalid (-1 in :func:`decode`) are kept as they are.
+    The production of each level-``level`` latent is redrawn uniformly among its *other* m - 1
+    productions, so the level-(level-1) tuple is always replaced by a synonym when m > 1 (the
+    paper's "substituting all tuples at depth level - 1 with a synonym"; the authors' code
+    draws among all m and moves a repeat to the next production, so the next one comes with
+    probability 2/m); the choices below are redrawn freely. ``same_allowed=True``: all m
+    productions, so the tuple stays the same with probability 1/m. Subtrees whose
+    level-``level`` latent is invalid (-1 in :func:`decode`) are kept as they are.
     """
     tokens = _check_tokens(g, tokens)
     if not isinstance(level, (int, np.integer)) or not 1 <= level <= g.L:
