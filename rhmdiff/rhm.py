@@ -203,7 +203,7 @@ def _split_choices(g: Grammar, flat, level: int):
 def _sample(key, g: Grammar, num: int):
     k_root, k_choice = jax.random.split(key)
     labels = jax.random.randint(k_root, (num,), 0, g.v, dtype=jnp.int32)
-    choices = jax.random.randint(k_choice, (num, g.num_nodes), 0, max(g.m - 1, 1), dtype=jnp.int32)
+    choices = jax.random.randint(k_choice, (num, g.num_nodes), 0, g.m, dtype=jnp.int32)
     return _expand(g, labels[:, None], _split_choices(g, choices, g.L), g.L), labels
 
 
