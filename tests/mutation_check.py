@@ -1,21 +1,27 @@
 """Plant plausible one-line bugs in rhmdiff, one at a time, and check that the tests that
 concern the code catch each of them (a test that survives every mutant is not a test).
 
-    python tests/mutation_check.py                 # every mutant (~20 minutes on 2 cores)
+    python tests/mutation_check.py                 # every mutant (~35 minutes on 2 cores)
     python tests/mutation_check.py --only trainer  # the mutants whose name contains "trainer"
+    python tests/mutation_check.py --only "i28 "   # the second round's (issue 28), ~12 minutes
     python tests/mutation_check.py --list
 
-For each mutant: the file is edited in place (the original is restored afterwards, also on
-Ctrl-C), the listed tests run with ``pytest -x -q``, and the mutant is *caught* when they
-fail. Prints one line per mutant and a JSON summary; exits 1 if any mutant survives. Not part
-of the test suite (it reruns parts of it many times); run it after changing a module, with
-the mutants of that module (add new ones to MUTANTS).
+The mutants are planted in a copy of the working tree (a temporary directory, made once per
+invocation, with the checkout's ``.git`` linked for the tests that ask git): the checkout itself
+is never edited, so a commit made meanwhile, a second invocation or a killed one cannot pick up
+a planted bug. For each mutant: the file is edited in the copy (and restored there afterwards),
+the listed tests run there with ``pytest -x -q`` (``rhmdiff`` imported from the copy), and the
+mutant is *caught* when they fail. Prints one line per mutant and a JSON summary; exits 1 if any
+mutant survives. Not part of the test suite (it reruns parts of it many times); run it after
+changing a module, with the mutants of that module (add new ones to MUTANTS).
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,21 +143,219 @@ MUTANTS = [
     ("reference U-Net: transposed convolutions divided by sqrt(2C)", "rhmdiff/models/unet.py",
      'dense(s * C, s * 2 * C, f"decoder_{k}")', 'dense(s * C, 2 * C, f"decoder_{k}")',
      ["tests/test_unet.py", "-k", "numpy"]),
+    # ---- issue 28, second round: each mutant names the test that catches it ----
+    # theory.py
+    ("i28 theory: P_l with f = m / v (s = 3 shows it)", "rhmdiff/theory.py",
+     "return v * m ** (level + 1) / (1.0 - m / v ** (s - 1))", "return v * m ** (level + 1) / (1.0 - m / v)",
+     ["tests/test_theory_exact.py::test_sample_complexity_and_sampling_noise_closed_forms_at_s3"]),
+    ("i28 theory: <p p'> of Eq. 16 with v for v^(s-1)", "rhmdiff/theory.py",
+     "cross = (v ** (s - 1) - 1) / (v * (v**s - 1))", "cross = (v - 1) / (v * (v**s - 1))",
+     ["tests/test_theory_exact.py::test_rule_moments_and_level_factor_are_exact_averages_over_all_rule_sets"]),
+    ("i28 theory: <p^2> of Eq. 15 with v^s for v^(s-1) in the m term", "rhmdiff/theory.py",
+     "+ m * (v ** (s - 1) - 1)) / (m * v * (v**s - 1))", "+ m * (v**s - 1)) / (m * v * (v**s - 1))",
+     ["tests/test_theory_exact.py::test_rule_moments_and_level_factor_are_exact_averages_over_all_rule_sets"]),
+    ("i28 theory: marginal spread's hypergeometric factor copied from the one-symbol draw (v^s - m)", "rhmdiff/theory.py",
+     "c = (1.0 - 1.0 / v) * (v**s - v * m) / (m * (v**s - 1))", "c = (1.0 - 1.0 / v) * (v**s - m) / (m * (v**s - 1))",
+     ["tests/test_theory_exact.py::test_marginal_spread_below_the_root_is_the_exact_relative_variance"]),
+    ("i28 theory: marginal spread recursion divides by v", "rhmdiff/theory.py",
+     "spread = c + spread / m", "spread = c + spread / v",
+     ["tests/test_theory_exact.py::test_marginal_spread_recursion_closed_form"]),
+    ("i28 theory: sibling entry variance with (1 - 1/v) copied from the marginal spread", "rhmdiff/theory.py",
+     "siblings = (1.0 - v**-2) *", "siblings = (1.0 - 1.0 / v) *",
+     ["tests/test_theory_exact.py::test_sibling_covariance_entry_variance_is_exact"]),
+    ("i28 theory: token-tuple correlation with f = m / v", "rhmdiff/theory.py",
+     "    f = m / v ** (s - 1)\n    return ((1.0 - f) / (v**3 * m**4)", "    f = m / v\n    return ((1.0 - f) / (v**3 * m**4)",
+     ["tests/test_theory_exact.py::test_token_tuple_correlation_and_its_large_v_limit"]),
+    ("i28 theory: correlation curve drops the last pair at each distance", "rhmdiff/theory.py",
+     "        i = np.arange(d - t)\n", "        i = np.arange(max(d - t - 1, 1))\n",
+     ["tests/test_theory_exact.py::test_token_correlation_curve_is_the_mean_over_pairs_by_a_plain_loop"]),
+    # bp.py
+    ("i28 bp: evidence of likelihood 0 still draws a sequence (the check dropped)", "rhmdiff/bp.py",
+     "return jnp.where(possible, h, -1).astype(jnp.int32)", "return h.astype(jnp.int32)",
+     ["tests/test_bp_reference.py::test_impossible_evidence_gives_nan_marginals_minus_inf_likelihood_and_no_draw"]),
+    ("i28 bp: posterior_sample_each draws the whole batch from its first key", "rhmdiff/bp.py",
+     "return jax.vmap(lambda k, e: _posterior_sample(k, g, e))(keys, _check_evidence(g, log_ev))",
+     "return posterior_sample(keys[0], g, log_ev)",
+     ["tests/test_bp_reference.py::test_posterior_sample_each_draws_each_sequence_from_its_own_key"]),
+    ("i28 bp: the productions of the top level drawn with the root's key", "rhmdiff/bp.py",
+     "j = jax.random.categorical(keys[l - 1], logits, axis=-1)", "j = jax.random.categorical(keys[l], logits, axis=-1)",
+     ["tests/test_bp_reference.py::test_posterior_sample_each_draws_each_sequence_from_its_own_key"]),
+    ("i28 bp: mask id 0 accepted although it is a symbol", "rhmdiff/bp.py",
+     "    if 0 <= mask_id < v:\n", "    if 0 < mask_id < v:\n",
+     ["tests/test_bp_reference.py::test_evidence_builders_on_batches_of_batches_and_their_refusals"]),
+    ("i28 bp: alpha_bar expanded for one batch axis only", "rhmdiff/bp.py",
+     "ab = expand_right(jnp.asarray(alpha_bar, jnp.float32), x_t.ndim)[..., None]",
+     "ab = expand_right(jnp.asarray(alpha_bar, jnp.float32), 2)[..., None]",
+     ["tests/test_bp_reference.py::test_evidence_builders_on_batches_of_batches_and_their_refusals"]),
+    # rhm.py
+    ("i28 rhm: sorted-code lookup answers with the unsorted production ids", "rhmdiff/rhm.py",
+     "return jnp.where(sorted_codes[pos] == c, sorted_ids[pos], -1)", "return jnp.where(sorted_codes[pos] == c, ids[pos], -1)",
+     ["tests/test_rhm_reference.py::test_decode_on_the_sorted_code_lookup_matches_the_definition"]),
+    ("i28 rhm: chunk keys folded with the chunk's first row", "rhmdiff/rhm.py",
+     "x, y = sample(jax.random.fold_in(key, i), g,", "x, y = sample(jax.random.fold_in(key, start), g,",
+     ["tests/test_rhm_reference.py::test_sample_chunks_draw_each_chunk_from_its_own_key"]),
+    ("i28 rhm: d = 2^16 tokens refused (>= for >)", "rhmdiff/rhm.py",
+     "if L * np.log2(s) > np.log2(MAX_TOKENS):", "if L * np.log2(s) >= np.log2(MAX_TOKENS):",
+     ["tests/test_rhm_reference.py::test_size_limits_at_their_boundaries"]),
+    ("i28 rhm: a bool passes as a size (the check dropped)", "rhmdiff/rhm.py",
+     "if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < low:",
+     "if not isinstance(val, (int, np.integer)) or val < low:",
+     ["tests/test_rhm_reference.py::test_size_limits_at_their_boundaries"]),
+    ("i28 rhm: subtrees under the symbol 0 kept as if invalid (<= 0 for < 0)", "rhmdiff/rhm.py",
+     "keep = jnp.repeat(latents < 0, g.s**level, axis=1)", "keep = jnp.repeat(latents <= 0, g.s**level, axis=1)",
+     ["tests/test_rhm_reference.py::test_reset_at_level_2_redraws_valid_subtrees_and_keeps_invalid_ones"]),
+    # diffusion/gaussian.py
+    ("i28 gaussian: decoder NLL at t = 0 with the log variance as the log scale", "rhmdiff/diffusion/gaussian.py",
+     "nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * log_var)", "nll = -discretized_gaussian_log_likelihood(x0, mean, log_var)",
+     ["tests/test_gaussian_reference.py::test_vb_term_at_t0_is_the_decoder_nll_with_the_standard_deviation_of_the_log_variance"]),
+    ("i28 gaussian: the t = 0 log variance clipped to beta_1 instead of beta~_1", "rhmdiff/diffusion/gaussian.py",
+     "log_var = np.log(np.append(var[1], var[1:]))", "log_var = np.log(np.append(betas[1], var[1:]))",
+     ["tests/test_gaussian_reference.py::test_schedule_arrays_from_unsorted_betas_and_the_one_step_schedule"]),
+    ("i28 gaussian: the model sees the respaced step, not the original one", "rhmdiff/diffusion/gaussian.py",
+     "    eps, v = model_fn(x_t, schedule.timesteps[t])\n    axes", "    eps, v = model_fn(x_t, t)\n    axes",
+     ["tests/test_gaussian_reference.py::test_hybrid_objective_of_a_respaced_process_sees_the_original_steps"]),
+    ("i28 gaussian: no noise at the last two steps (i > 1)", "rhmdiff/diffusion/gaussian.py",
+     "jnp.where(i > 0, 1.0, 0.0)", "jnp.where(i > 1, 1.0, 0.0)",
+     ["tests/test_gaussian_reference.py::test_ancestral_sampler_is_the_plain_loop"]),
+    ("i28 gaussian: x_T drawn from the key of the first step", "rhmdiff/diffusion/gaussian.py",
+     "jax.random.normal(jax.random.fold_in(k, schedule.T), shape)", "jax.random.normal(jax.random.fold_in(k, schedule.T - 1), shape)",
+     ["tests/test_gaussian_reference.py::test_ancestral_sampler_is_the_plain_loop"]),
+    ("i28 gaussian: posterior coefficient of x_t copied from the x_0 one (sqrt(alpha_bar_prev))", "rhmdiff/diffusion/gaussian.py",
+     "posterior_coef_xt=f32((1.0 - alpha_bar_prev) * np.sqrt(1.0 - betas)",
+     "posterior_coef_xt=f32((1.0 - alpha_bar_prev) * np.sqrt(alpha_bar_prev)",
+     ["tests/test_gaussian_reference.py::test_reverse_step_at_an_interior_frac_with_and_without_clipping"]),
+    # diffusion/md4.py
+    ("i28 md4: top-p mask gathered in sorted order where a scatter was meant", "rhmdiff/diffusion/md4.py",
+     "keep = jnp.zeros_like(keep_sorted).at[\n        tuple(jnp.indices(order.shape)[:-1]) + (order,)].set(keep_sorted)",
+     "keep = jnp.take_along_axis(keep_sorted, order, -1)",
+     ["tests/test_md4_reference.py::test_top_p_filter_on_unsorted_logits_against_a_loop"]),
+    ("i28 md4: the reconstruction term asks the model at the sequence's t, not at t = 0", "rhmdiff/diffusion/md4.py",
+     "recon = _masked_ce(logits_fn(x_r, t0), x0, x_r, mask_id)", "recon = _masked_ce(logits_fn(x_r, t), x0, x_r, mask_id)",
+     ["tests/test_md4_reference.py::test_elbo_parts_from_the_inputs_the_model_was_given"]),
+    ("i28 md4: the reconstruction masks drawn at t = 1 (the wrong end)", "rhmdiff/diffusion/md4.py",
+     "q_sample(k, schedule, x, 0.0, mask_id))(split[:, 1], x0)", "q_sample(k, schedule, x, 1.0, mask_id))(split[:, 1], x0)",
+     ["tests/test_md4_reference.py::test_elbo_parts_from_the_inputs_the_model_was_given"]),
+    ("i28 md4: antithetic times spaced by 1/(B-1) (first and last coincide)", "rhmdiff/diffusion/md4.py",
+     "t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / b, 1.0)", "t = jnp.mod(jax.random.uniform(k_t) + jnp.arange(b) / (b - 1), 1.0)",
+     ["tests/test_md4_reference.py::test_loss_times_are_antithetic_and_its_bound_is_the_mean_of_the_parts"]),
+    ("i28 md4: top_p = 0 accepted (the check's bound dropped)", "rhmdiff/diffusion/md4.py",
+     "if top_p is not None and not 0 < top_p <= 1:", "if top_p is not None and not 0 <= top_p <= 1:",
+     ["tests/test_md4_reference.py::test_loss_times_are_antithetic_and_its_bound_is_the_mean_of_the_parts"]),
+    ("i28 md4: the poly schedule's derivative with the power of alpha", "rhmdiff/diffusion/md4.py",
+     "return -self.power * t ** (self.power - 1.0)", "return -self.power * t**self.power",
+     ["tests/test_md4_reference.py::test_schedules_and_sampling_grids_in_closed_form"]),
+    # models/unet.py
+    ("i28 unet: encoder fan-in without its filter size", "rhmdiff/models/unet.py",
+     'a = patch_conv(MuDense(C, 1 / np.sqrt(s * C), name=f"encoder_{k}"), h, s)',
+     'a = patch_conv(MuDense(C, 1 / np.sqrt(C), name=f"encoder_{k}"), h, s)',
+     ["tests/test_unet_reference.py::test_unet_forward_and_preactivations_equal_a_numpy_implementation"]),
+    ("i28 unet: read-out multiplier 1/sqrt(C) instead of muP's 1/C", "rhmdiff/models/unet.py",
+     'logits = MuDense(self.v, 1 / C, use_bias=False, name="unembed")(h)',
+     'logits = MuDense(self.v, 1 / np.sqrt(C), use_bias=False, name="unembed")(h)',
+     ["tests/test_unet_reference.py::test_unet_forward_and_preactivations_equal_a_numpy_implementation"]),
+    ("i28 unet: time frequencies spaced over dim instead of dim / 2", "rhmdiff/models/unet.py",
+     "freqs = np.exp(-np.log(1000.0) * np.arange(dim // 2) / (dim // 2))",
+     "freqs = np.exp(-np.log(1000.0) * np.arange(dim // 2) / dim)",
+     ["tests/test_unet_reference.py::test_unet_forward_and_preactivations_equal_a_numpy_implementation"]),
+    ("i28 unet: time projection scaled by the block's width, not by time_dim", "rhmdiff/models/unet.py",
+     "return a + MuDense(a.shape[-1], 1 / np.sqrt(self.time_dim), name=name)(temb)[:, None, :]",
+     "return a + MuDense(a.shape[-1], 1 / np.sqrt(a.shape[-1]), name=name)(temb)[:, None, :]",
+     ["tests/test_unet_reference.py::test_unet_forward_and_preactivations_equal_a_numpy_implementation"]),
+    # data/rhm_data.py
+    ("i28 rhm_data: held-out draws replaced in a copy of the batch (the stream keeps them)", "rhmdiff/data/rhm_data.py",
+     "    flat = x.reshape(-1, g.d)\n", "    flat = x.reshape(-1, g.d).copy()\n",
+     ["tests/test_rhm_data_reference.py::test_online_stream_never_draws_held_out_sequences"]),
+    ("i28 rhm_data: the replacement of attempt a drawn from the key of attempt a - 1", "rhmdiff/data/rhm_data.py",
+     "fresh = np.asarray(_online(step_keys(keys, attempt), g, batch_size))",
+     "fresh = np.asarray(_online(step_keys(keys, attempt - 1), g, batch_size))",
+     ["tests/test_rhm_data_reference.py::test_online_stream_never_draws_held_out_sequences"]),
+    ("i28 rhm_data: the replacement taken from the next row of the fresh batch", "rhmdiff/data/rhm_data.py",
+     "flat[hits] = fresh[hits // batch_size, hits % batch_size]", "flat[hits] = fresh[hits // batch_size, (hits + 1) % batch_size]",
+     ["tests/test_rhm_data_reference.py::test_online_stream_never_draws_held_out_sequences"]),
+    ("i28 rhm_data: held-out membership asked the wrong way round (isin arguments swapped)", "rhmdiff/data/rhm_data.py",
+     "hits = np.flatnonzero(np.isin(_as_rows(flat), held_out))", "hits = np.flatnonzero(np.isin(held_out, _as_rows(flat)))",
+     ["tests/test_rhm_data_reference.py::test_online_stream_never_draws_held_out_sequences"]),
+    # files.py
+    ("i28 files: the temporary file created in the system's temporary directory", "rhmdiff/files.py",
+     'fd, tmp = tempfile.mkstemp(dir=os.fspath(path.parent), prefix=f".{path.name}.", suffix=".tmp")',
+     'fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp")',
+     ["tests/test_files_atomic.py::test_the_temporary_file_lives_next_to_the_target_and_the_old_file_stays_until_the_rename"]),
+    ("i28 files: the data not flushed to disk before the rename (fsync dropped)", "rhmdiff/files.py",
+     "            os.fsync(f.fileno())\n", "",
+     ["tests/test_files_atomic.py::test_the_temporary_file_lives_next_to_the_target_and_the_old_file_stays_until_the_rename"]),
+    ("i28 files: Ctrl-C during a write leaves the temporary file (except Exception)", "rhmdiff/files.py",
+     "    except BaseException:\n        with contextlib.suppress(FileNotFoundError):",
+     "    except Exception:\n        with contextlib.suppress(FileNotFoundError):",
+     ["tests/test_files_atomic.py::test_a_crash_during_the_write_leaves_the_old_file_and_no_temporary_one"]),
+    ("i28 files: strict JSON leaves tuples alone (their NaN reaches the encoder)", "rhmdiff/files.py",
+     "    if isinstance(obj, (list, tuple)):\n", "    if isinstance(obj, list):\n",
+     ["tests/test_files_atomic.py::test_strict_json_npy_png_and_paths"]),
+    # analysis/score_error.py
+    ("i28 score_error: map floor with the KL's arguments swapped", "rhmdiff/analysis/score_error.py",
+     "map_floor = jnp.stack([categorical_kl(exact[l], jnp.log(jnp.maximum(implied_exact[l], TINY))).mean(-1)",
+     "map_floor = jnp.stack([categorical_kl(implied_exact[l], jnp.log(jnp.maximum(exact[l], TINY))).mean(-1)",
+     ["tests/test_score_error_reference.py::test_every_error_against_brute_force_at_a_step_per_sequence"]),
+    ("i28 score_error: the exact posterior from the noise level of step t - 1", "rhmdiff/analysis/score_error.py",
+     "bp.uniform_noise_evidence(x_t, schedule.alpha_bar(tt), g.v)", "bp.uniform_noise_evidence(x_t, schedule.alpha_bar(tt - 1), g.v)",
+     ["tests/test_score_error_reference.py::test_every_error_against_brute_force_at_a_step_per_sequence"]),
+    ("i28 score_error: vb_excess against the model itself (the oracle term from the model's logits)", "rhmdiff/analysis/score_error.py",
+     "    log_oracle = jnp.log(jnp.maximum(exact[0], TINY))\n", "    log_oracle = log_model\n",
+     ["tests/test_score_error_reference.py::test_every_error_against_brute_force_at_a_step_per_sequence"]),
+    ("i28 score_error: categorical KL without the 0 log 0 = 0 guard", "rhmdiff/analysis/score_error.py",
+     "return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.maximum(p, TINY)) - log_q), 0.0), -1)",
+     "return jnp.sum(p * (jnp.log(jnp.maximum(p, TINY)) - log_q), -1)",
+     ["tests/test_score_error_reference.py::test_helpers_log_grid_categorical_kl_and_summaries"]),
+    ("i28 score_error: log grid starting at step 10", "rhmdiff/analysis/score_error.py",
+     "np.round(np.logspace(0, np.log10(T), num))", "np.round(np.logspace(1, np.log10(T), num))",
+     ["tests/test_score_error_reference.py::test_helpers_log_grid_categorical_kl_and_summaries"]),
+    # analysis/onestep.py
+    ("i28 onestep: every symbol counted as a possible first latent (m v first tuples)", "rhmdiff/analysis/onestep.py",
+     "g.m * len(clustering.first_symbols(g, 1))", "g.m * g.v",
+     ["tests/test_onestep_reference.py::test_separability_is_given_the_counted_correlations_and_the_possible_first_tuples"]),
+    ("i28 onestep: the model predicts X_{s+2} instead of X_{s+1}", "rhmdiff/analysis/onestep.py",
+     "_, dw = one_step_update(index, x[:, g.s], len(values), g.v, eta)",
+     "_, dw = one_step_update(index, x[:, g.s + 1], len(values), g.v, eta)",
+     ["tests/test_onestep_reference.py::test_separability_is_given_the_counted_correlations_and_the_possible_first_tuples"]),
+    ("i28 onestep: the input tuple shifted by one token", "rhmdiff/analysis/onestep.py",
+     "clustering.tuple_codes(x[:, :g.s], g.v)", "clustering.tuple_codes(x[:, 1:g.s + 1], g.v)",
+     ["tests/test_onestep_reference.py::test_exact_correlations_separate_every_synonym_class"]),
+    ("i28 onestep: the initial marginal normalized over the v classes, not the P examples", "rhmdiff/analysis/onestep.py",
+     "prior = jnp.bincount(y, length=v) / len(y)", "prior = jnp.bincount(y, length=v) / v",
+     ["tests/test_onestep_reference.py::test_one_step_update_with_classes_never_seen"]),
 ]
 
 
-def run(mutant) -> tuple[bool, float]:
+# Top-level entries of the checkout that the copy leaves out (virtualenvs, runs, data; .git is linked).
+SKIP = {".git", ".venv", ".ci-venv", ".ci-venv-min", "runs", "data", "build", ".pytest_cache", ".ruff_cache"}
+
+
+def snapshot(dest: str) -> str:
+    """A copy of the working tree under ``dest``, its ``.git`` a link to the checkout's."""
+    def ignore(directory, names):
+        top = os.path.abspath(directory) == ROOT
+        return {n for n in names if n == "__pycache__" or n.endswith(".egg-info") or (top and n in SKIP)}
+
+    copy = os.path.join(dest, os.path.basename(ROOT))
+    shutil.copytree(ROOT, copy, ignore=ignore, symlinks=True)
+    if os.path.exists(os.path.join(ROOT, ".git")):
+        os.symlink(os.path.join(ROOT, ".git"), os.path.join(copy, ".git"))
+    return copy
+
+
+def run(mutant, root: str) -> tuple[bool, float]:
+    """Plant ``mutant`` in the copy ``root``, run its tests there, restore the copy's file."""
     name, path, old, new, selection = mutant
-    full = os.path.join(ROOT, path)
+    full = os.path.join(root, path)
     original = open(full).read()
     if original.count(old) != 1:
         raise SystemExit(f"mutant {name!r}: the original text occurs {original.count(old)} times in {path}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     t0 = time.time()
     try:
         with open(full, "w") as f:
             f.write(original.replace(old, new))
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *selection],
-                              cwd=ROOT, capture_output=True, text=True)
+                              cwd=root, env=env, capture_output=True, text=True)
     finally:
         with open(full, "w") as f:
             f.write(original)
@@ -169,10 +373,13 @@ def main():
             print(f"{m[0]}  ->  {' '.join(m[4])}")
         return 0
     results = []
-    for mutant in chosen:
-        caught, seconds = run(mutant)
-        results.append({"mutant": mutant[0], "caught": caught, "tests": " ".join(mutant[4]), "seconds": round(seconds)})
-        print(f"{'caught  ' if caught else 'SURVIVED'} {mutant[0]} ({seconds:.0f} s)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="rhmdiff-mutants-") as dest:
+        root = snapshot(dest)
+        for mutant in chosen:
+            caught, seconds = run(mutant, root)
+            results.append({"mutant": mutant[0], "caught": caught, "tests": " ".join(mutant[4]),
+                            "seconds": round(seconds)})
+            print(f"{'caught  ' if caught else 'SURVIVED'} {mutant[0]} ({seconds:.0f} s)", flush=True)
     survived = [r["mutant"] for r in results if not r["caught"]]
     print(json.dumps({"mutants": len(results), "caught": len(results) - len(survived), "survived": survived}, indent=1))
     return 1 if survived else 0

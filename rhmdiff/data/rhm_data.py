@@ -66,9 +66,10 @@ def online_batches(key, g: rhm.Grammar, batch_size: int, start: int, num: int, e
         hits = np.flatnonzero(np.isin(_as_rows(flat), held_out))
         if not len(hits):
             return x
-        step_of = hits // batch_size
-        fresh = np.asarray(_online(step_keys(keys[step_of], attempt), g, batch_size))
-        flat[hits] = fresh[np.arange(len(hits)), hits % batch_size]
+        # the whole attempt is drawn (the shape of the first draw: no new compilation per
+        # number of hits), and the rows that were held out are taken from it
+        fresh = np.asarray(_online(step_keys(keys, attempt), g, batch_size))
+        flat[hits] = fresh[hits // batch_size, hits % batch_size]
     raise RuntimeError("online_batches: could not draw sequences outside the excluded set")
 
 

@@ -154,7 +154,8 @@ def reverse_step(key, logits, x_t, alpha_t, alpha_s, mask_id: int, top_p: float 
 
 def sampling_time(i, T: int, grid: str = "uniform"):
     """Time of step ``i`` (of T) of the sampler: ``i / T`` (``"uniform"``) or MD4's
-    ``"cosine"`` grid ``cos(pi/2 (1 - i/T))``, denser near t = 0."""
+    ``"cosine"`` grid ``cos(pi/2 (1 - i/T))``, denser near t = 1 (where sampling starts, all
+    tokens masked: its slope vanishes there)."""
     t = i / T
     return jnp.cos(jnp.pi / 2 * (1.0 - t)) if grid == "cosine" else t
 
