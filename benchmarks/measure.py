@@ -51,6 +51,40 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
+def rss_gb() -> float:
+    """This process's resident set size now (Linux's /proc; the peak so far elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1e6
+    except (OSError, StopIteration):
+        return peak_rss_gb()
+
+
+class PeakRSS:
+    """Context manager: the resident set size (GB) at the start of its block (``start_gb``), its
+    peak during the block, sampled every 5 ms in a thread (``peak_gb``), and the seconds."""
+
+    def __enter__(self):
+        import threading
+        self.start_gb = self.peak_gb = rss_gb()
+        self._done, self._t0 = threading.Event(), time.perf_counter()
+
+        def sample():
+            while not self._done.wait(0.005):
+                self.peak_gb = max(self.peak_gb, rss_gb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t0
+        self._done.set()
+        self._thread.join()
+        self.peak_gb = max(self.peak_gb, rss_gb())
+        return False
+
+
 def config(name: str, preset: str | None = None):
     """``configs/<name>.py``'s ``get_config(preset)``."""
     return sibling_config(os.path.join(CONFIGS, "x.py"), name).get_config(*([preset] if preset else []))

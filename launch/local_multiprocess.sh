@@ -6,10 +6,12 @@
 #   launch/local_multiprocess.sh [--dry_run] [--num_processes 2] [--devices_per_process 2] \
 #       [--port PORT] -- --config=configs/rhm_L3.py --workdir=runs/mp [--config.key=value ...]
 #
-# PORT defaults to a free port below Linux's ephemeral range (32768-60999), so no outgoing
-# connection can take it between this choice and the coordinator's bind. When one process
-# fails, the others are stopped; the exit status is the first failure's (143 when preempted:
-# rerun to resume).
+# First (also with --dry_run) `python -m rhmdiff.main ARGS --check` runs once: a bad value or a
+# workdir the run would refuse stops the script with its one-line error before any process
+# starts. PORT defaults to a free port below Linux's ephemeral range (32768-60999), so no
+# outgoing connection can take it between this choice and the coordinator's bind. When one
+# process fails, the others are stopped; the exit status is the first failure's (143 when
+# preempted: rerun to resume).
 set -euo pipefail
 dry_run=0 num_processes=2 devices=2 port=""
 is_count() { [[ "$1" =~ ^[1-9][0-9]*$ ]]; }
@@ -27,6 +29,7 @@ done
 is_count "$num_processes" || { echo "local_multiprocess.sh: --num_processes must be a positive integer, got '$num_processes'" >&2; exit 2; }
 is_count "$devices" || { echo "local_multiprocess.sh: --devices_per_process must be a positive integer, got '$devices'" >&2; exit 2; }
 python="${PYTHON:-python}"
+env JAX_PLATFORMS=cpu "$python" -m rhmdiff.main "$@" --check > /dev/null
 if [[ -z "$port" ]]; then
   port=$("$python" - <<'PY'
 import random, socket

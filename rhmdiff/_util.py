@@ -1,10 +1,14 @@
 """Small helpers shared by several modules."""
+import logging as std_logging
+import os
 import re
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+from tqdm.std import tqdm
 
 
 def is_concrete(x) -> bool:
@@ -71,19 +75,88 @@ def natural_order(path: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
 
+# Without a terminal, a progress bar is a log line at most this often (and at its end).
+PROGRESS_LOG_SECONDS = 60.0
+
+
 def progress(iterable=None, **kwargs):
-    """A tqdm progress bar shown only on process 0 and only when stderr is a terminal (so
-    logs of batch jobs stay free of carriage-return noise)."""
-    from tqdm.auto import tqdm
+    """A tqdm progress bar on process 0: on a terminal the bar (log lines are then written above
+    it, :func:`_log_above_bars`); otherwise (a batch job's log) a log line with the count, the
+    rate and the time left every ``PROGRESS_LOG_SECONDS`` and at the end (:class:`LoggedProgress`),
+    without carriage returns."""
     hidden = kwargs.pop("disable", False)
-    show = jax.process_index() == 0 and sys.stderr.isatty() and not hidden
-    return tqdm(iterable, disable=not show, **kwargs)
+    if jax.process_index() != 0 or hidden:
+        return tqdm(iterable, disable=True, **kwargs)
+    if sys.stderr.isatty():
+        _log_above_bars()
+        return tqdm(iterable, **kwargs)
+    return LoggedProgress(iterable, file=_Discard(), mininterval=PROGRESS_LOG_SECONDS, miniters=1,
+                          delay=PROGRESS_LOG_SECONDS, **kwargs)
 
 
-def quiet_orbax() -> None:
-    """orbax logs every checkpoint step at INFO; keep its warnings and errors only."""
-    import logging as std_logging
+class LoggedProgress(tqdm):
+    """tqdm whose display is an absl log line: ``training: 300/1000 (30%) at 12.5 step/s, 00:24
+    elapsed, ETA 00:56, best_val=1.8``."""
 
-    from absl import logging
-    logging.get_absl_handler().addFilter(
-        lambda record: "orbax" not in record.pathname or record.levelno >= std_logging.WARNING)
+    def display(self, msg=None, pos=None):
+        if msg == "":  # clearing a bar that does not stay (leave=False): nothing to log
+            return True
+        d = self.format_dict
+        done = d["n"] - d["initial"]
+        rate = d["rate"] or (done / d["elapsed"] if d["elapsed"] > 0 else 0.0)
+        line = f"{d['prefix'] or 'progress'}: {d['n']}"
+        if d["total"]:
+            line += f"/{d['total']} ({100 * d['n'] / d['total']:.0f}%)"
+        line += f" at {rate:.3g} {d['unit']}/s, {self.format_interval(d['elapsed'])} elapsed"
+        if d["total"]:
+            line += f", ETA {self.format_interval((d['total'] - d['n']) / rate) if rate > 0 else '?'}"
+        if d["postfix"]:
+            line += f", {d['postfix']}"
+        logging.info("%s", line)
+        return True
+
+
+class _Discard:
+    """A file that drops what is written (:class:`LoggedProgress` logs instead)."""
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+class _AboveBars:
+    """A stream for absl's log handler that writes each line above the terminal's progress bars
+    (``tqdm.write``), so that a log line does not break a bar."""
+
+    def write(self, text):
+        tqdm.write(text, file=sys.stderr, end="")
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+def _log_above_bars() -> None:
+    """Send absl's log lines to stderr through :class:`_AboveBars` (terminal bars only)."""
+    handler = logging.get_absl_handler().python_handler
+    if handler.stream is sys.stderr:
+        handler.setStream(_AboveBars())
+
+
+def _readable(record) -> bool:
+    """Whether a log record is kept by :func:`quiet_logs`."""
+    if "orbax" in record.pathname and (record.levelno < std_logging.WARNING or str(record.msg).startswith(
+            "Waiting for previous save")):  # (it counts the waits rhmdiff makes itself after a save)
+        return False
+    if record.name.endswith("xla_bridge") and "libtpu" in record.getMessage():
+        return "tpu" in os.environ.get("JAX_PLATFORMS", "")
+    return True
+
+
+def quiet_logs() -> None:
+    """Keep the log readable: orbax's INFO lines (one per checkpoint step) and its warning about
+    the time spent waiting for a previous save are dropped, and so is JAX's line about the TPU
+    backend when libtpu is not installed (the ``tpu`` extra) and ``JAX_PLATFORMS`` does not ask
+    for a TPU. Other warnings and errors stay."""
+    logging.get_absl_handler().addFilter(_readable)

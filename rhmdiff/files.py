@@ -20,6 +20,8 @@ import numpy as np
 from etils import epath
 
 REMOTE_PREFIXES = ("gs://", "s3://", "az://", "hf://")
+# The pip extra of rhmdiff that installs the filesystem of a URL scheme.
+EXTRAS = {"gs": "gcs"}
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: the process's umask, for files written through a temporary name
 
@@ -33,6 +35,28 @@ def as_path(path) -> epath.Path:
 def is_remote(path) -> bool:
     """True for an object-store URL (``gs://``, ``s3://``, ...)."""
     return os.fspath(path).startswith(REMOTE_PREFIXES)
+
+
+def filesystem_missing(path) -> str | None:
+    """Why the object store of ``path`` cannot be reached from here -- the library that epath's
+    fsspec backend needs for it is not installed -- with the command that installs it; None for
+    local paths and installed filesystems (or when TensorFlow's gfile serves them instead)."""
+    if not is_remote(path):
+        return None
+    import importlib.util
+    if importlib.util.find_spec("tensorflow") is not None:
+        return None
+    import fsspec
+    from fsspec.registry import known_implementations
+    scheme = os.fspath(path).split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as e:
+        library = known_implementations.get(scheme, {}).get("class", "a library").split(".")[0]
+        how = f"the {EXTRAS[scheme]} extra: pip install -e '.[{EXTRAS[scheme]}]'" if scheme in EXTRAS else (
+            str(e).splitlines()[0])
+        return f"{scheme}:// paths need {library}, which is not installed ({how})"
+    return None
 
 
 @contextlib.contextmanager

@@ -1,19 +1,22 @@
-"""The command line: ``python -m rhmdiff.main --config=configs/X.py[:preset] --workdir=DIR
-[--config.key=value ...] [--check]``.
+"""The command line: ``rhmdiff --config=configs/X.py[:preset] --workdir=DIR [--config.key=value ...]
+[--check]`` (the console script; ``python -m rhmdiff.main`` is the same).
 
 Parse the config file (``get_config()`` gives a locked ml_collections ConfigDict: a key
 that does not exist, or a value of another type, is an error), look the task module up by
 ``config.task`` (:mod:`rhmdiff.tasks`), validate the config and the inputs it names, then
 (multi-process runs) join the other processes and check that they run the same config, claim
 the workdir (:mod:`rhmdiff.workdir`) and run the task. ``--check`` stops after the
-validation, prints the resolved config and writes nothing.
+validation and the workdir's read-only checks (:func:`rhmdiff.workdir.preview`), prints the
+resolved config and what the run would do, and writes nothing.
 
 Every refusal is one line on stderr without a traceback: exit 2 for a bad config value, flag
-or workdir, 1 for unusable data and failed runs, 143 after a preemption (rerun to resume).
+or workdir, 1 for unusable data and failed runs, 143 after a preemption and 130 after Ctrl-C
+(rerun to resume).
 """
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 
@@ -24,9 +27,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory (local path or gs:// URL) for checkpoints, metrics "
                                "and results.")
-_CHECK = flags.DEFINE_bool("check", False, "Validate the config and its inputs, print the resolved config and "
-                           "exit without writing anything.")
-flags.mark_flags_as_required(["config", "workdir"])
+_CHECK = flags.DEFINE_bool("check", False, "Validate the config, its inputs and the workdir, print the resolved "
+                           "config and what the run would do, and exit without writing anything.")
+USAGE = "--config=configs/FILE.py[:preset] --workdir=DIR [--config.key=value ...] [--check]"
 
 
 def _fail(code: int, message: str):
@@ -34,14 +37,44 @@ def _fail(code: int, message: str):
     sys.exit(code)
 
 
+def _program() -> str:
+    """How this command was started: the console script or ``python -m rhmdiff.main``."""
+    return "rhmdiff" if os.path.basename(sys.argv[0]) == "rhmdiff" else "python -m rhmdiff.main"
+
+
 def _parse_flags(argv):
-    """absl flag parsing, with any error (missing config file, unknown key, wrong type) as one line."""
+    """absl flag parsing, with any error (missing flag or config file, unknown key, wrong type) as
+    one line."""
     try:
-        return flags.FLAGS(argv)
+        argv = flags.FLAGS(argv)
     except Exception as e:  # noqa: BLE001 -- every parse error becomes a one-line message
+        if isinstance(e, (AttributeError, KeyError)):
+            _fail(2, _unknown_key(e, argv))
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        what = " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
-        _fail(2, f"unknown config key {e}" if isinstance(e, (AttributeError, KeyError)) else what)
+        _fail(2, " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else (lines[0] if lines else type(e).__name__))
+    missing = [f"--{name}" for name in ("config", "workdir") if flags.FLAGS[name].value is None]
+    if missing:
+        _fail(2, f"{' and '.join(missing)} missing: usage: {_program()} {USAGE}")
+    return argv
+
+
+def _unknown_key(error, argv) -> str:
+    """The one line for an override of a key that the config does not have: the override's dotted
+    path and ml_collections' suggestion (it raises ``KeyError("'lrr'\\nDid you mean \\"lr\\"
+    instead of \\"lrr\\"?")``, for a nested key wrapped in an AttributeError)."""
+    cause = error.args[0] if error.args and isinstance(error.args[0], BaseException) else error
+    text = cause.args[0] if cause.args and isinstance(cause.args[0], str) else str(cause)
+    key = text.split("\n")[0].strip("'\"")
+    suggestion = re.search(r'Did you mean "([^"]+)"', text)
+    looked_up = re.search(r"Attempting to lookup: (\S+)", text)
+    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    path = looked_up.group(1) if looked_up else next((o for o in overrides if key in o.split(".")), key)
+    hint = ""
+    if suggestion:
+        parts = path.split(".")
+        parts[parts.index(key) if key in parts else -1] = suggestion.group(1)
+        hint = f"; did you mean config.{'.'.join(parts)}?"
+    return f"config.{path}: the config has no such key{hint}"
 
 
 def _validate_run_control(config) -> None:
@@ -92,14 +125,18 @@ def agree_on_config(config) -> None:
 
 def main(argv):
     if len(argv) > 1:
-        _fail(2, f"unexpected arguments {argv[1:]}: use --config=FILE[:preset] --workdir=DIR [--config.key=value]")
+        _fail(2, f"unexpected arguments {argv[1:]}: usage: {_program()} {USAGE}")
     try:
         config = _CONFIG.value
         config.get("task")
     except Exception as e:  # noqa: BLE001 -- a config file that does not load: one line
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         _fail(2, f"--config: {lines[-1] if lines else type(e).__name__}")
-    execute(config, _WORKDIR.value, check=_CHECK.value)
+    try:
+        execute(config, _WORKDIR.value, check=_CHECK.value)
+    except KeyboardInterrupt:  # a second Ctrl-C in training, or one outside it (the first one stops training)
+        print("rhmdiff: interrupted (Ctrl-C); rerun the same command to resume", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 def execute(config, workdir: str, check: bool = False) -> None:
@@ -108,20 +145,23 @@ def execute(config, workdir: str, check: bool = False) -> None:
     from rhmdiff import tasks
     from rhmdiff.config_check import ConfigError
     from rhmdiff.data import DataError
+    from rhmdiff._util import quiet_logs
     from rhmdiff.files import dumps
-    from rhmdiff.workdir import WorkdirError, claim_all, experiment
+    from rhmdiff.workdir import WorkdirError, claim_all, experiment, preview
 
+    quiet_logs()
     try:
         task = tasks.load(config.get("task"))
         _validate_run_control(config)
         task.validate(config)
+        plan = preview(config, workdir, task.MUTABLE) if check else ""
     except (ConfigError, WorkdirError) as e:
         _fail(2, str(e))
     except (DataError, FileNotFoundError) as e:
         _fail(1, str(e))
     if check:
         print(dumps(experiment(config)))
-        print(f"rhmdiff: config OK (task {config.task}); nothing written", file=sys.stderr)
+        print(f"rhmdiff: config OK (task {config.task}); the run would {plan}; nothing written", file=sys.stderr)
         return
     import jax
     try:
@@ -138,8 +178,6 @@ def execute(config, workdir: str, check: bool = False) -> None:
         claim = claim_all(config, workdir, task.MUTABLE)
     except (ConfigError, WorkdirError) as e:
         _fail(2, str(e))
-    from rhmdiff._util import quiet_orbax
-    quiet_orbax()
     logging.info("task %s, workdir %s; process %d of %d, %d local / %d global devices: %s", config.task, workdir,
                  jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices())
     with claim:
@@ -147,12 +185,17 @@ def execute(config, workdir: str, check: bool = False) -> None:
             task.run(config, claim.path)
         except Preempted as e:
             print(f"rhmdiff: {e}; rerun the same command to resume", file=sys.stderr)
-            sys.exit(128 + signal.SIGTERM)
+            sys.exit(128 + e.signum)
         except (ConfigError, WorkdirError) as e:
             _fail(2, str(e))
-        except (FloatingPointError, FileNotFoundError, DataError, CheckpointError) as e:
+        except (FloatingPointError, OSError, DataError, CheckpointError) as e:  # OSError: e.g. a full disk
             _fail(1, str(e))
 
 
-if __name__ == "__main__":
+def run():
+    """The ``rhmdiff`` console script: what ``python -m rhmdiff.main`` runs."""
     app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

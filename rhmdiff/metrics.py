@@ -83,4 +83,5 @@ class MetricWriter:
 
     def close(self):
         if self.tb is not None:
-            self.tb.close()
+            tb, self.tb = self.tb, None
+            tb.close()

@@ -81,7 +81,15 @@ _NEVER_APPLY_NONFINITE = 2**31 - 1
 
 
 class Preempted(Exception):
-    """Training stopped on a preemption notice after saving a checkpoint."""
+    """Training stopped on a preemption notice (SIGTERM) or a Ctrl-C (SIGINT) after saving a
+    checkpoint; ``signum`` is the signal (the command exits ``128 + signum``)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message, int(signum))
+        self.message, self.signum = message, int(signum)
+
+    def __str__(self):
+        return self.message
 
 
 @struct.dataclass
@@ -223,13 +231,29 @@ def make_chunk_fn(loss_fn, tx, key, per_device: int, devices, ema_decay: float =
 
 
 def first_replica(tree):
-    """Replica 0 of a pmapped tree as arrays on its device (no host copy)."""
+    """Replica 0 of a pmapped tree as arrays on its device, without a copy on CPU devices (they
+    share the replica's memory; while they are alive, a chunk that donates the state copies it
+    instead of updating it in place); on other devices a copy there (no host copy)."""
     def first(x):
         if not isinstance(x, jax.Array):
             return x
         local = x.addressable_data(0)
+        if local.device.platform == "cpu":
+            return jax.device_put(np.asarray(local)[0], local.device)  # a view of the replica's buffer
         return local.reshape(local.shape[1:])
     return jax.tree_util.tree_map(first, tree)
+
+
+def replicated(leaves: list, treedef, devices):
+    """The tree ``treedef`` of the host arrays ``leaves`` (a restored checkpoint) as a pmapped tree
+    over ``devices``, placed like the training chunk's outputs. The list is emptied leaf by leaf,
+    each host array dropped once its replicas exist, so the tree is never held twice."""
+    put, out = device_pmap(lambda x: x, devices), []
+    while leaves:
+        x = leaves.pop(0)
+        out.append(put(np.broadcast_to(x, (len(devices),) + np.shape(x))))
+        del x
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 class Layout(NamedTuple):
@@ -239,6 +263,11 @@ class Layout(NamedTuple):
     per_device: int
     rows: slice
     firsts: np.ndarray
+
+    @property
+    def num_devices(self) -> int:
+        """The devices of all processes that train."""
+        return len(self.devices) * jax.process_count()
 
     @classmethod
     def of(cls, devices, batch_size: int) -> Layout:
@@ -340,24 +369,32 @@ class EarlyStopping:
 
 class MetricSums:
     """Training metrics summed on the devices since the last log (the sums and their count
-    go into checkpoints, so a resumed run logs the same means)."""
+    go into checkpoints, so a resumed run logs the same means), and the training speed: the
+    steps per second of the chunks run since the last log, leaving out the first chunk of each
+    length in this invocation (it includes the compilation)."""
 
     def __init__(self, record: dict | None = None):
         record = record or {}
         self.sums = {k: jnp.asarray(v, jnp.float32) for k, v in record.get("train_sums", {}).items()}
-        self.count, self.since = record.get("train_count", 0), time.perf_counter()
+        self.count = record.get("train_count", 0)
+        self.timed_steps, self.timed_seconds, self._compiled = 0, 0.0, set()
 
-    def add(self, metrics: dict, steps: int) -> None:
+    def add(self, metrics: dict, steps: int, seconds: float) -> None:
+        """The metrics of a chunk of ``steps`` steps that took ``seconds`` (wall time)."""
         for name, values in metrics.items():
             self.sums[name] = self.sums.get(name, 0.0) + jnp.sum(values)
         self.count += steps
+        if steps in self._compiled:
+            self.timed_steps, self.timed_seconds = self.timed_steps + steps, self.timed_seconds + seconds
+        self._compiled.add(steps)
 
     def means(self) -> dict:
-        """``train/<name>`` means and ``train/steps_per_second``; then starts over."""
-        now = time.perf_counter()
+        """``train/<name>`` means and ``train/steps_per_second`` (absent until a chunk ran
+        after the compilation); then starts over."""
         out = {f"train/{k}": float(v) / self.count for k, v in jax.device_get(self.sums).items()}
-        out["train/steps_per_second"] = self.count / max(now - self.since, 1e-9)
-        self.sums, self.count, self.since = {}, 0, now
+        if self.timed_steps:
+            out["train/steps_per_second"] = self.timed_steps / max(self.timed_seconds, 1e-9)
+        self.sums, self.count, self.timed_steps, self.timed_seconds = {}, 0, 0, 0.0
         return out
 
     def record(self) -> dict:
@@ -390,29 +427,38 @@ def _distributed() -> bool:
 
 
 class _Preemption:
-    """Context manager giving ``reached() -> bool``, called once per chunk on every process:
-    the preemption decision that every process takes at the same chunk. With
-    ``jax.distributed``: JAX's preemption sync point (its notifier catches SIGTERM; nothing
-    here replaces it), whose ids must be consecutive: the chunk counter. Otherwise SIGTERM sets
-    a flag (main thread only) and the previous handler is restored on exit."""
+    """Context manager giving ``reached() -> int``, called once per chunk on every process: the
+    signal on which every process stops at this chunk (0: none). With ``jax.distributed``: JAX's
+    preemption sync point (its notifier catches SIGTERM; nothing here replaces it), whose ids
+    must be consecutive: the chunk counter. Otherwise (main thread only) SIGTERM sets it, and
+    so does a first Ctrl-C when SIGINT has Python's default handler (a second Ctrl-C raises
+    ``KeyboardInterrupt`` at once); the previous handlers are restored on exit."""
 
     def __enter__(self):
-        self._event, self._previous, self._installed, self._calls = threading.Event(), None, False, 0
+        self._signum, self._previous, self._calls = 0, {}, 0
         self._jax = _distributed()
         if not self._jax and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
-            self._installed = True
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._stop)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._stop)
         return self
 
-    def reached(self) -> bool:
+    def _stop(self, signum, _frame):
+        if signum == signal.SIGINT == self._signum:
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            logging.warning("Ctrl-C: stopping after this chunk of steps, with a checkpoint (Ctrl-C again: at once)")
+        self._signum = self._signum or signum
+
+    def reached(self) -> int:
         self._calls += 1
         if self._jax:
-            return bool(multihost_utils.reached_preemption_sync_point(self._calls))
-        return self._event.is_set()
+            return signal.SIGTERM if multihost_utils.reached_preemption_sync_point(self._calls) else 0
+        return self._signum
 
     def __exit__(self, *exc):
-        if self._installed:
-            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         return False
 
 
@@ -449,13 +495,13 @@ def _start_over(workdir, ckpt: Checkpoints) -> Checkpoints:
     return Checkpoints(workdir)
 
 
-def _restore_or_initialize(config, workdir, initial_state: Callable, devices):
+def _restore_or_initialize(config, workdir, initial_state: Callable, abstract, layout: Layout):
     """``(checkpoints, pmapped state, step, early stopping, metric sums)``: from the newest
-    checkpoint that loads, else at step 0."""
-    abstract = jax.eval_shape(initial_state, 0)
-    ckpt = Checkpoints(workdir)
+    checkpoint that loads (warning when it was trained on another number of devices), else at
+    step 0."""
+    ckpt, devices = Checkpoints(workdir), layout.devices
     try:
-        restored = ckpt.restore_latest(abstract)
+        restored = restore_latest(ckpt, abstract, devices)
     except CheckpointError:
         if not config.restart:
             ckpt.close()
@@ -467,18 +513,54 @@ def _restore_or_initialize(config, workdir, initial_state: Callable, devices):
         state, step, stopping, sums = device_pmap(initial_state, devices)(np.zeros(len(devices))), 0, \
             EarlyStopping(patience), MetricSums()
     else:
-        host_state, record = restored
-        del restored
-        step = int(host_state.step)
-        state = device_pmap(lambda x: x, devices)(
-            jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (len(devices),) + np.shape(x)), host_state))
-        del host_state
+        state, record = restored
+        step = int(first_replica(state.step))
         stopping, sums = EarlyStopping.from_record(patience, record), MetricSums(record)
         logging.info("resumed from step %d of %s", step, workdir)
+        _warn_other_devices(record, layout.num_devices)
     if jax.process_index() == 0:  # best and stage parameters saved after the last train state (a kill in between)
         ckpt.forget_after(step, stopping.best_step)
     barrier("rhmdiff resume cleaned")
     return ckpt, state, step, stopping, sums
+
+
+def restore_latest(ckpt: Checkpoints, abstract, devices):
+    """``(pmapped state over devices, its JSON record)`` of the newest checkpoint of ``ckpt``
+    that loads, or None: restored as host arrays, then moved to the devices one leaf at a time
+    (:func:`replicated`), so that the state is never held twice."""
+    restored = ckpt.restore_latest(abstract)
+    if not restored:  # (no checkpoint)
+        return None
+    leaves, treedef = jax.tree_util.tree_flatten(restored[0])
+    record = restored[1]
+    del restored  # the host state now lives in leaves only, which replicated() empties
+    return replicated(leaves, treedef, devices), record
+
+
+def _warn_other_devices(record: dict, num_devices: int) -> None:
+    """One warning line when a checkpoint's train state was trained on another number of devices."""
+    trained_on = record.get("devices")
+    if trained_on is not None and trained_on != num_devices:
+        logging.warning("resuming a run trained on %d devices on %d devices: the gradients are now averaged in "
+                        "another order, so from here on the trajectory differs from an uninterrupted run by float "
+                        "rounding", trained_on, num_devices)
+
+
+def _meta(stopping: EarlyStopping, sums: MetricSums, num_devices: int) -> dict:
+    """The JSON record saved with a train state: the early-stopping state, the partial metric sums
+    and the number of devices that trained it."""
+    return {**stopping.record(), **sums.record(), "devices": num_devices}
+
+
+def _train_chunk(chunk_fn, state, layout: Layout, feed: _BatchFeed, step: int, end: int, sums: MetricSums):
+    """Steps ``step .. end-1`` as one chunk: the new state and the optimizer's count of non-finite
+    steps in a row at its end; the metrics and the chunk's wall time go to ``sums``."""
+    t0 = time.perf_counter()
+    state, metrics = chunk_fn(state, layout.firsts, *feed.take(step, end))
+    metrics = first_replica(metrics)
+    in_a_row = int(metrics.pop("notfinite_in_a_row")[-1])  # waits for the chunk
+    sums.add(metrics, end - step, time.perf_counter() - t0)
+    return state, in_a_row
 
 
 def fit(config, workdir, *, init_params: Callable, loss_fn: Callable, batches: Callable, validate: Callable,
@@ -491,54 +573,77 @@ def fit(config, workdir, *, init_params: Callable, loss_fn: Callable, batches: C
     kill would (no checkpoint unless the step is an evaluation, which saves one; the run
     resumes from the last checkpoint on the next call); the result then has ``done = False``.
     ``devices``: the local devices to use (default: all of ``jax.local_devices()``).
-    Raises :class:`Preempted` after a preemption (a checkpoint saved)."""
+    Raises :class:`Preempted` after a preemption or a Ctrl-C (a checkpoint saved). Every way
+    out, an error included, waits for the checkpoints being written."""
     t0, tc, workdir = time.perf_counter(), config.train, as_path(workdir)
     num_steps = tc.num_steps if num_steps is None else num_steps
     layout = Layout.of(devices, tc.batch_size)
     tx = optimizer_from_config(tc, lr_scale, num_steps)
     initial_state = initial_state_fn(init_params, tx, tc.ema_decay, tc.ema_debias)
-    ckpt, state, step, stopping, sums = _restore_or_initialize(config, workdir, initial_state, layout.devices)
+    abstract = jax.eval_shape(initial_state, 0)
+    ckpt, state, step, stopping, sums = _restore_or_initialize(config, workdir, initial_state, abstract, layout)
     schedule = Schedule(tc, num_steps, tc.keep_steps if keep_steps is None else keep_steps, stop_at)
-    evaluated, writer = evaluated_params(tc), MetricWriter(workdir, step)
+    evaluated = evaluated_params(tc)
     chunk_fn = make_chunk_fn(loss_fn, tx, jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),  # diffusion noise
                              layout.per_device, layout.devices, tc.ema_decay)
-    feed = _BatchFeed(lambda start, end: layout.host_batches(batches, start, end), schedule)
     done = stopping.should_stop or step >= num_steps
-    bar = progress(total=num_steps, initial=step, desc="training", unit="step", disable=done)
-    preempted = interrupted = False
-    with _Preemption() as preemption:
-        while not (done or preempted or interrupted):
-            end = schedule.chunk_end(step)
-            state, metrics = chunk_fn(state, layout.firsts, *feed.take(step, end))
-            metrics = first_replica(metrics)
-            in_a_row = int(metrics.pop("notfinite_in_a_row")[-1])
-            sums.add(metrics, end - step)
-            bar.update(end - step)
-            step = end
-            if in_a_row >= tc.max_nonfinite:
-                raise FloatingPointError(
-                    f"{in_a_row} training steps in a row had a non-finite loss or gradient (up to step {step}; "
-                    f"train.max_nonfinite = {tc.max_nonfinite}): lower train.lr; the last checkpoint is unchanged")
-            if schedule.stage(step):
-                ckpt.save_stage(step, evaluated(first_replica(state)))
-            preempted, interrupted = preemption.reached(), schedule.interrupted(step)
-            if schedule.validate(step):
-                stopping = _validate(step, first_replica(state), tc, validate, evaluated, stopping, sums, writer, ckpt)
-                bar.set_postfix(best_val=f"{stopping.best_val_loss:.4g}")
-                done = stopping.should_stop or step >= num_steps
-                continue
-            if schedule.log(step):
-                writer.write(step, sums.means())
-            if (schedule.checkpoint(step) or preempted) and not interrupted:
-                ckpt.save_latest(step, first_replica(state), {**stopping.record(), **sums.record()})
-    feed.close()
-    bar.close()
-    state = first_replica(state)  # and the pmapped state freed
-    return _finish(workdir, state, step, stopping, done, preempted, ckpt, writer, evaluated, t0)
+    preempted = interrupted = 0
+    feed = bar = writer = None
+    try:
+        with _Preemption() as preemption:  # from here on (the metrics file written next), a stop saves a checkpoint
+            writer = MetricWriter(workdir, step)
+            feed = _BatchFeed(lambda start, end: layout.host_batches(batches, start, end), schedule)
+            bar = progress(total=num_steps, initial=step, desc="training", unit="step", disable=done)
+            while not (done or preempted or interrupted):
+                end = schedule.chunk_end(step)
+                state, in_a_row = _train_chunk(chunk_fn, state, layout, feed, step, end, sums)
+                bar.update(end - step)
+                step = end
+                if in_a_row >= tc.max_nonfinite:
+                    raise FloatingPointError(
+                        f"{in_a_row} training steps in a row had a non-finite loss or gradient (up to step {step}; "
+                        f"train.max_nonfinite = {tc.max_nonfinite}): lower train.lr; the last checkpoint is unchanged")
+                if schedule.stage(step):
+                    ckpt.save_stage(step, evaluated(first_replica(state)))
+                preempted, interrupted = preemption.reached(), schedule.interrupted(step)
+                if schedule.validate(step):
+                    stopping = _validate(step, first_replica(state), tc, validate, evaluated, stopping, sums, writer,
+                                         ckpt, layout.num_devices)
+                    bar.set_postfix(best_val=f"{stopping.best_val_loss:.4g}", refresh=False)
+                    done = stopping.should_stop or step >= num_steps
+                    continue
+                if schedule.log(step):
+                    writer.write(step, sums.means())
+                if (schedule.checkpoint(step) or preempted) and not interrupted:
+                    ckpt.save_latest(step, first_replica(state), _meta(stopping, sums, layout.num_devices))
+        _close_all(feed, bar)
+        last = evaluated(first_replica(state)) if stopping.best_step < 0 else None  # no validation kept a best
+        skipped = skipped_updates(first_replica(state.opt_state))
+        del state  # (the best parameters are restored next)
+        fitted = _finish(workdir, abstract, last, skipped, step, stopping, done, preempted, ckpt, writer,
+                         layout.num_devices, t0)
+    except BaseException:  # an error or a second Ctrl-C: the saves in flight still complete
+        _close_all(feed, bar, ckpt, writer, quietly=True)
+        raise
+    _close_all(feed, bar, ckpt, writer)
+    return fitted
+
+
+def _close_all(*parts, quietly: bool = False) -> None:
+    """Close every part (the batch feed, the progress bar, the checkpoints, the metric writer;
+    None: not made yet); ``quietly`` (an error is on its way out already): a failure to close is
+    a warning."""
+    for part in (p for p in parts if p is not None):
+        try:
+            part.close()
+        except Exception as e:  # noqa: BLE001 -- the error that stopped the run is the one to report
+            if not quietly:
+                raise
+            logging.warning("closing %s after the error: %s", type(part).__name__, str(e).splitlines()[0][:200])
 
 
 def _validate(step: int, state, tc, validate: Callable, evaluated: Callable, stopping: EarlyStopping,
-              sums: MetricSums, writer: MetricWriter, ckpt: Checkpoints) -> EarlyStopping:
+              sums: MetricSums, writer: MetricWriter, ckpt: Checkpoints, num_devices: int) -> EarlyStopping:
     """One evaluation: validation loss, early stopping, the best parameters, the log line and
     a checkpoint (also when the run stops here: a kill after this evaluation loses nothing)."""
     if tc.check_replicas:  # debug: every process holds the same parameters
@@ -552,31 +657,30 @@ def _validate(step: int, state, tc, validate: Callable, evaluated: Callable, sto
         ckpt.save_best(step, evaluated(state))
     writer.write(step, scalars)
     logging.info("step %d: %s", step, ", ".join(f"{k} {v:.5g}" for k, v in scalars.items()))
-    ckpt.save_latest(step, state, {**updated.record(), **sums.record()})
+    ckpt.save_latest(step, state, _meta(updated, sums, num_devices))
     return updated
 
 
-def _finish(workdir, state, step: int, stopping: EarlyStopping, done: bool, preempted: bool, ckpt: Checkpoints,
-            writer: MetricWriter, evaluated: Callable, t0: float) -> Fitted:
-    """After the loop: the best parameters restored, ``train_state.json``, :class:`Preempted`."""
+def _finish(workdir, abstract, last, skipped: int, step: int, stopping: EarlyStopping, done: bool, preempted: int,
+            ckpt: Checkpoints, writer: MetricWriter, num_devices: int, t0: float) -> Fitted:
+    """After the loop: the best parameters restored (``last``, the last evaluated parameters,
+    when no validation kept a best), ``train_state.json``, :class:`Preempted`."""
+    stopped = "interrupted (Ctrl-C)" if preempted == signal.SIGINT else "preempted"
     if preempted and not done:
-        logging.warning("preempted at step %d: checkpoint saved; rerun the same command to resume", step)
+        logging.warning("%s at step %d: checkpoint saved; rerun the same command to resume", stopped, step)
     if done and stopping.should_stop:
         logging.info("early stopping at step %d, best validation loss %.5g at step %d",
                      step, stopping.best_val_loss, stopping.best_step)
     ckpt.wait()
-    best = evaluated(state)
+    best = last
     if stopping.best_step >= 0:
-        best = ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, to_host(best)),
+        best = ckpt.restore_best(jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract.params),
                                  stopping.best_step)
-    ckpt.close()
-    writer.close()
     stopped_early = done and stopping.should_stop
     if jax.process_index() == 0:
         write_json(workdir / "train_state.json", dict(stopping.record(), stopped_early=stopped_early, done=done,
-                                                      steps=step))
+                                                      steps=step, devices=num_devices))
     if preempted and not done:
-        raise Preempted(f"preempted at step {step}; checkpoint saved in {workdir}")
+        raise Preempted(f"{stopped} at step {step}; checkpoint saved in {workdir}", preempted)
     return Fitted(params=best, best_step=stopping.best_step, best_val_loss=stopping.best_val_loss, steps=step,
-                  stopped_early=stopped_early, skipped_updates=skipped_updates(state.opt_state), done=done,
-                  seconds=time.perf_counter() - t0)
+                  stopped_early=stopped_early, skipped_updates=skipped, done=done, seconds=time.perf_counter() - t0)

@@ -19,12 +19,18 @@ A run *claims* its workdir (:func:`claim`) only after every input has been check
 * a lock (``.rhmdiff.lock``, ``flock`` on a local disk) refuses a second run in the same
   directory while the first is alive; the lock dies with its process.
 
+:func:`preview` (what ``--check`` runs) makes the same checks without writing a file or taking
+the lock, and says what the run would do: start, resume, evaluate again, start over, or refuse
+with the line the run would give.
+
 Every refusal is a :class:`WorkdirError` whose message is one line naming the path or field.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -37,7 +43,7 @@ from absl import logging
 from etils import epath
 
 from rhmdiff import __version__
-from rhmdiff.files import as_path, is_remote, read_json, write_json
+from rhmdiff.files import as_path, filesystem_missing, is_remote, read_json, write_json
 
 MARKER = ".rhmdiff"
 LOCK = ".rhmdiff.lock"
@@ -168,6 +174,11 @@ def clear_outputs(path: epath.Path, tasks=()) -> list[str]:
     return kept
 
 
+def _held(path: epath.Path, holder: str) -> WorkdirError:
+    return WorkdirError(f"--workdir {path}: another rhmdiff run is using it ({holder}); wait for it to finish "
+                        "or use another --workdir")
+
+
 class _Lock:
     """``flock`` on ``workdir/.rhmdiff.lock`` (local disks; object stores have no locks)."""
 
@@ -186,8 +197,7 @@ class _Lock:
         except OSError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise WorkdirError(f"--workdir {self.path.parent}: another rhmdiff run is using it ({holder}); "
-                               "wait for it to finish or use another --workdir") from None
+            raise _held(self.path.parent, holder) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         self.fd = fd
@@ -197,17 +207,62 @@ class _Lock:
             os.close(self.fd)
             self.fd = None
 
+    def refuse_if_held(self) -> None:
+        """The WorkdirError of :meth:`acquire` when another process holds the lock, checked
+        without taking it: Linux lists the held locks in ``/proc/locks``; elsewhere a shared
+        lock is tried and released at once."""
+        if is_remote(self.path) or not self.path.exists():
+            return
+        path = os.fspath(self.path)
+        st = os.stat(path)
+        try:
+            with open("/proc/locks") as f:
+                held = f" {os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} " in f.read()
+        except OSError:
+            import fcntl
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                held = False
+            except OSError:
+                held = True
+            finally:
+                os.close(fd)
+        if held:
+            with open(path, errors="replace") as f:
+                raise _held(self.path.parent, f.read(200).strip() or "another process")
 
-def _check_directory(path: epath.Path) -> None:
-    """Create ``path`` if needed; one-line errors for a file, or a directory we cannot write."""
+
+def _check_directory(path: epath.Path, create: bool = True) -> None:
+    """Create ``path`` if needed (``create=False``: only check that it could be created); one-line
+    errors for a filesystem that is not installed, a file, or a directory we cannot write."""
+    missing = filesystem_missing(path)
+    if missing:
+        raise WorkdirError(f"--workdir {path}: {missing}")
     try:
         if path.exists() and not path.is_dir():
             raise WorkdirError(f"--workdir {path}: is a file, not a directory")
-        path.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not is_remote(path) and not path.exists():
+            _check_creatable(path)
+            return
         if not is_remote(path) and not os.access(os.fspath(path), os.W_OK | os.X_OK):
             raise WorkdirError(f"--workdir {path}: not writable")
     except OSError as e:
         raise WorkdirError(f"--workdir {path}: cannot be created ({e.strerror or e})") from None
+
+
+def _check_creatable(path: epath.Path) -> None:
+    """The OSError that creating the missing local directory ``path`` would raise, found without
+    creating it: its nearest existing ancestor must be a directory we can write."""
+    ancestor = os.fspath(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
 
 
 def _stored_config(path: epath.Path) -> dict | None:
@@ -255,11 +310,28 @@ def claim(config, workdir, mutable=(), lock: bool = True) -> Claim:
     if lock:
         holder.acquire()
     try:
-        changed = _claim(config, path, mutable)
+        changed = _apply(_plan(config, path, mutable), config, path)
     except BaseException:
         holder.release()
         raise
     return Claim(path, holder, changed)
+
+
+def preview(config, workdir, mutable=()) -> str:
+    """What :func:`claim` and the run would do with ``workdir``, found without writing anything or
+    taking the lock (``--check``): e.g. ``"start a new run in DIR"``, ``"resume the run in DIR from
+    its checkpoint of step 100"``. Raises the :class:`WorkdirError` that :func:`claim` would raise;
+    an object store whose filesystem library is not installed here is named, not checked."""
+    path = as_path(workdir)
+    missing = filesystem_missing(path)
+    if missing:  # e.g. a launcher checking on a laptop a bucket that the job's machines write
+        return f"use {path}, which is not checked here: {missing}"
+    _check_directory(path, create=False)
+    if not path.exists():
+        return f"start a new run in {path}"
+    _check_ours(path)
+    _Lock(path).refuse_if_held()
+    return _plan(config, path, mutable).describe(path)
 
 
 def _check_ours(path: epath.Path) -> None:
@@ -274,7 +346,38 @@ def _check_ours(path: epath.Path) -> None:
         logging.info("%s: a run made before the workdir marker; adopting it", path)
 
 
-def _claim(config, path: epath.Path, mutable) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What claiming a workdir does with the run stored there: nothing stored (``fresh``), its
+    outputs deleted because ``config.<cleared>`` changed and ``config.overwrite`` is set, or
+    continued with the evaluation fields ``changed``."""
+    fresh: bool
+    cleared: str | None = None
+    changed: tuple[str, ...] = ()
+
+    def describe(self, path: epath.Path) -> str:
+        if self.fresh:
+            return f"start a new run in {path}"
+        if self.cleared:
+            return f"delete the outputs of the run in {path} (config.{self.cleared} changed) and start over"
+        changed = f" with the changed evaluation settings {', '.join(f'config.{c}' for c in self.changed)}" if (
+            self.changed) else ""
+        state = path / "train_state.json"
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            record = read_json(state) if state.exists() else {}
+            if record.get("done"):
+                return f"evaluate the run in {path} again{changed} (its training finished at step {record['steps']})"
+        steps = [int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit()] if (
+            path / "checkpoints").is_dir() else []
+        if steps:
+            return f"resume the run in {path} from its checkpoint of step {max(steps)}{changed}"
+        return f"continue the run in {path}{changed} (it has no training checkpoint)"
+
+
+def _plan(config, path: epath.Path, mutable) -> _Plan:
+    """The :class:`_Plan` of a run of ``config`` in ``path``, read-only; the WorkdirError of a
+    stored run with another config (unless ``config.overwrite``), an unreadable ``config.json``
+    or a protected directory."""
     names = {p.name for p in path.iterdir()} - {LOCK}
     current = experiment(config)
     overwrite = config.overwrite
@@ -284,39 +387,44 @@ def _claim(config, path: epath.Path, mutable) -> list[str]:
         if not overwrite:
             raise
         stored = {"<unreadable>": True}
-    changed = []
-    if stored is not None and not (names - {CONFIG, MARKER, CACHE}):
-        stored = None  # an earlier attempt that stopped before producing anything (e.g. a bad input)
-    if stored is not None:
-        diff = differences(stored, current)
-        fixed = [d for d in diff if not _is_mutable(d, mutable)]
-        if fixed and not overwrite:
-            first = fixed[0]
-            what = f"config.{first}"
-            if first.startswith("inputs."):  # an input file's content hash
-                what = f"the contents of config.{first[len('inputs.'):]}"
-            raise WorkdirError(
-                f"--workdir {path}: holds a run with a different config ({what}: "
-                f"{_lookup(stored, first)!r} -> {_lookup(current, first)!r}); use another --workdir or "
-                "--config.overwrite=True")
-        if fixed:
-            why = _protected(path)
-            if why:
-                raise WorkdirError(f"config.overwrite: refusing to clear {path}: {why}")
-            kept = clear_outputs(path, (config.task,))
-            logging.warning("overwrite: deleted the previous run in %s (config.%s changed)%s", path, fixed[0],
-                            f"; kept {kept}" if kept else "")
-        else:
-            changed = diff
-            if changed:
-                logging.info("evaluation settings changed (%s): the trained model is kept, its evaluation re-run",
-                             ", ".join(f"config.{d}" for d in changed))
+    if stored is None or not (names - {CONFIG, MARKER, CACHE}):
+        return _Plan(fresh=True)  # (or an earlier attempt that stopped before producing anything, e.g. a bad input)
+    diff = differences(stored, current)
+    fixed = [d for d in diff if not _is_mutable(d, mutable)]
+    if fixed and not overwrite:
+        first = fixed[0]
+        what = f"config.{first}"
+        if first.startswith("inputs."):  # an input file's content hash
+            what = f"the contents of config.{first[len('inputs.'):]}"
+        raise WorkdirError(
+            f"--workdir {path}: holds a run with a different config ({what}: "
+            f"{_lookup(stored, first)!r} -> {_lookup(current, first)!r}); use another --workdir or "
+            "--config.overwrite=True")
+    if fixed:
+        why = _protected(path)
+        if why:
+            raise WorkdirError(f"config.overwrite: refusing to clear {path}: {why}")
+        return _Plan(fresh=False, cleared=fixed[0])
+    return _Plan(fresh=False, changed=tuple(diff))
+
+
+def _apply(plan: _Plan, config, path: epath.Path) -> list[str]:
+    """Carry out ``plan`` (clear the previous run, if so) and record the run of ``config``; the
+    evaluation fields that changed."""
+    current = experiment(config)
+    if plan.cleared:
+        kept = clear_outputs(path, (config.task,))
+        logging.warning("overwrite: deleted the previous run in %s (config.%s changed)%s", path, plan.cleared,
+                        f"; kept {kept}" if kept else "")
+    elif plan.changed:
+        logging.info("evaluation settings changed (%s): the trained model is kept, its evaluation re-run",
+                     ", ".join(f"config.{d}" for d in plan.changed))
     _check_versions(path)
     write_json(path / CONFIG, dict(current, versions=versions()))
     if not (path / MARKER).exists():
         write_json(path / MARKER, {"created": datetime.datetime.now().isoformat(timespec="seconds"),
                                    "task": current.get("task"), "argv": sys.argv})
-    return changed
+    return list(plan.changed)
 
 
 def claim_all(config, workdir, mutable=(), lock: bool = True) -> Claim:

@@ -122,6 +122,59 @@ def run_task(config, workdir, **kwargs):
     return out
 
 
+@pytest.fixture
+def fake_gcs(tmp_path, monkeypatch):
+    """``gs://`` URLs served from a local directory: an fsspec filesystem for epath (every
+    workdir, results and metrics file) and orbax's tensorstore arrays sent to the same place
+    (the two stand-ins for Google Cloud Storage this machine cannot reach)."""
+    import fsspec
+    from etils.epath import backend
+    from fsspec.implementations.local import LocalFileSystem
+    from orbax.checkpoint._src.path import gcs_utils
+    from orbax.checkpoint._src.serialization import tensorstore_utils
+
+    root = str(tmp_path / "gcs")
+    os.makedirs(root)
+
+    class FakeGCS(LocalFileSystem):
+        protocol = ("gs", "gcs")
+
+        def __init__(self, *args, finalize_on_close=None, **kwargs):
+            super().__init__(*args, **kwargs)
+
+        @classmethod
+        def _strip_protocol(cls, path):
+            path = fsspec.utils.stringify_path(path)
+            path = path[len("gs://"):] if path.startswith("gs://") else path
+            return (path if path.startswith(root) else os.path.join(root, path)).rstrip("/")
+
+        def glob(self, path, **kwargs):
+            return [p[len(root) + 1:] for p in super().glob(path, **kwargs)]
+
+    previous = {p: fsspec.registry.get(p) for p in FakeGCS.protocol}
+    for p in FakeGCS.protocol:
+        fsspec.register_implementation(p, FakeGCS, clobber=True)
+    backend.fsspec_backend._get_filesystem.cache_clear()
+    monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda *a, **k: False)
+    monkeypatch.setattr(tensorstore_utils.gcs_utils, "get_kvstore_for_gcs",
+                        lambda path: {"driver": "file", "path": os.path.join(root, path[len("gs://"):])})
+    yield root
+    for p, impl in previous.items():
+        fsspec.register_implementation(p, impl or FakeGCS, clobber=True)
+    backend.fsspec_backend._get_filesystem.cache_clear()
+
+
+@pytest.fixture
+def no_gcsfs(monkeypatch):
+    """``gs://`` as on a machine without gcsfs (the ``gcs`` extra), installed here or not."""
+    import importlib
+    import sys
+    registry = importlib.import_module("fsspec.registry")
+    for scheme in ("gs", "gcs"):
+        monkeypatch.delitem(registry._registry, scheme, raising=False)
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # import gcsfs raises ImportError
+
+
 @pytest.fixture(scope="session")
 def inputs(tmp_path_factory):
     """Small stand-ins for the inputs that configs name: a corpus and its BPE file, image

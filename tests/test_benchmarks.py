@@ -32,14 +32,18 @@ def test_gpu_check_times_the_three_models_at_tiny_size():
         assert r["parameters"] > 1000 and r["loss"] == r["loss"], r  # not NaN
 
 
-def test_bench_memory_reports_the_peak_of_a_few_steps():
-    (row,) = run_script("bench_memory.py", "--config", "configs/rhm_L3.py:paper", "--width", "64", "--steps", "2")
+def test_bench_memory_reports_the_peak_of_a_few_steps_and_of_a_save_and_a_restore(tmp_path):
+    (row,) = run_script("bench_memory.py", "--config", "configs/rhm_L3.py:paper", "--width", "64", "--steps", "2",
+                        "--checkpoint", "--checkpoint_dir", str(tmp_path))
     assert row["variant"] == "reference" and row["width"] == 64
     # the reference U-Net's parameter count at v = 32, s = 2, L = 3 (models/unet.py docstring)
     C, v, s, L = 64, 32, 2, 3
     assert row["parameters"] == v * C + L * (s * C * C + 2 * C) + L * (2 * s * C * C + 2 * C) + 2 * C * v
     assert row["needed_gb"] == round(4 * row["parameters"] * 3 / 1e9, 2)  # parameters, gradients, momentum
     assert 0 < row["peak_rss_gb_before"] <= row["peak_rss_gb"] and row["ms_per_step"] > 0
+    for phase in ("save", "restore"):  # the trainer's save and restore of the state, timed
+        assert row[f"{phase}_s"] > 0 and 0 < row[f"{phase}_rss_gb_before"] <= row[f"{phase}_peak_rss_gb"]
+    assert row["checkpoint_gb"] >= 0 and os.listdir(tmp_path) == []  # (its temporary workdir removed)
 
 
 def test_profile_step_times_exclusive_per_operation(monkeypatch, tmp_path):

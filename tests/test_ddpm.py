@@ -33,6 +33,24 @@ def test_npz_batches_and_image_folders_give_the_same_images(tmp_path):
     np.testing.assert_array_equal(images.to_uint8(images.to_unit_range(x)), x)
 
 
+def test_images_in_a_bucket_give_the_images_of_the_local_folder(fake_gcs, tmp_path):
+    """``data.path`` as a ``gs://`` URL (the bucket stand-in) of .npz batches or PNG files: read
+    through epath into the local cache, the same images and the same cache file each time."""
+    from PIL import Image
+    x = images.demo_images(4, 8, seed=5)
+    images.write_npz_batch(x, os.path.join(fake_gcs, "bucket", "npz", "train", "a.npz"))
+    os.makedirs(os.path.join(fake_gcs, "bucket", "png", "sub"))
+    for i, img in enumerate(x):
+        Image.fromarray(img).save(os.path.join(fake_gcs, "bucket", "png", "sub", f"{i:02d}.png"))
+    for name in ("npz", "png"):
+        out = images.image_cache(str(tmp_path), f"gs://bucket/{name}", 8)
+        assert out == images.image_cache(str(tmp_path), f"gs://bucket/{name}", 8)
+        assert images.prepare_images(f"gs://bucket/{name}", out, 8, progress=False) == 4
+        np.testing.assert_array_equal(np.load(out), x)
+    with pytest.raises(DataError, match="^data.val_path: 'gs://bucket/none' does not exist"):
+        images.source_files("gs://bucket/none", "data.val_path")
+
+
 def test_image_batches_are_host_rows_of_a_resumable_epoch_loop(tmp_path):
     np.save(tmp_path / "x.npy", images.demo_images(20, 4, seed=0))
     data = images.ImageData(str(tmp_path / "x.npy"), seed=1)

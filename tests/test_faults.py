@@ -48,13 +48,138 @@ def finished(tmp_path_factory):
     (["--config=configs/nope.py"], "--config: [Errno 2] No such file"),
     (["--config=configs/rhm_L3.py:huge"], "preset must be one of"),
     (["--config=configs/rhm_L3.py", "extra"], "unexpected arguments"),
-    (["--config=configs/rhm_L3.py", "--config.rhm.nope=1"], "nope"),
+    (["--config=configs/rhm_L3.py", "--config.rhm.nope=1"], "config.rhm.nope: the config has no such key"),
+    (["--config=configs/rhm_L3.py", "--config.train.lrr=0.1"],
+     "rhmdiff: error: config.train.lrr: the config has no such key; did you mean config.train.lr?"),
+    (["--config=configs/rhm_L3.py", "--config.trainn.lr=0.1"],
+     "rhmdiff: error: config.trainn.lr: the config has no such key; did you mean config.train.lr?"),
 ])
 def test_command_line_mistakes_are_one_line(tmp_path, args, needle):
     proc = subprocess.run([sys.executable, "-m", "rhmdiff.main", f"--workdir={tmp_path / 'w'}", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and needle in one_line(proc.stderr)
     assert not (tmp_path / "w").exists()
+
+
+def test_a_missing_config_or_workdir_is_one_line_with_the_usage(tmp_path):
+    for args, missing in (([], "--config and --workdir"), ([f"--workdir={tmp_path / 'w'}"], "--config")):
+        proc = subprocess.run([sys.executable, "-m", "rhmdiff.main", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and one_line(proc.stderr) == (
+            f"rhmdiff: error: {missing} missing: usage: python -m rhmdiff.main --config=configs/FILE.py[:preset] "
+            "--workdir=DIR [--config.key=value ...] [--check]")
+
+
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(monkeypatch, capsys):
+    """A Ctrl-C that KeyboardInterrupt carries out of the run (a second one in training, or one
+    during data preparation or evaluation): one line, exit 130."""
+    import types
+
+    from rhmdiff import main as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "execute", interrupted)
+    for flag, value in (("_CONFIG", tiny_rhm()), ("_WORKDIR", "w"), ("_CHECK", False)):
+        monkeypatch.setattr(cli, flag, types.SimpleNamespace(value=value))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["rhmdiff"])
+    assert stop.value.code == 130 and one_line(capsys.readouterr().err) == (
+        "rhmdiff: interrupted (Ctrl-C); rerun the same command to resume")
+
+
+def test_check_says_what_the_run_would_do_and_writes_nothing(tmp_path, finished):
+    """``--check`` runs the workdir's checks read-only: a new, a finished, a stopped and a
+    foreign workdir, another config, overwrite, a held lock; a refusal is the real run's line."""
+    def check(config, workdir):
+        before = sorted((str(p), p.stat().st_mtime_ns) for p in workdir.rglob("*")) if workdir.exists() else None
+        code, err = execute(config, workdir, check=True)
+        assert before == (sorted((str(p), p.stat().st_mtime_ns) for p in workdir.rglob("*")) if workdir.exists()
+                          else None), "--check changed the workdir"
+        return code, one_line(err)
+
+    def refused_alike(config, workdir):
+        code, line = check(config, workdir)
+        real, err = execute(config, workdir)
+        assert code == real == 2 and line == one_line(err), (line, err)
+
+    assert check(tiny_rhm(), tmp_path / "new") == (0, f"rhmdiff: config OK (task rhm); the run would start a new run "
+                                                     f"in {tmp_path / 'new'}; nothing written")
+    assert not (tmp_path / "new").exists()
+    code, line = check(tiny_rhm(), finished)
+    assert code == 0 and f"the run would evaluate the run in {finished} again (its training finished at step 40)" in line
+    c = tiny_rhm()
+    c.eval.num_generated = 48
+    assert "again with the changed evaluation settings config.eval.num_generated" in check(c, finished)[1]
+    stopped = tmp_path / "stopped"
+    (stopped / "checkpoints" / "20").mkdir(parents=True)
+    (stopped / "config.json").write_text(json.dumps(workdir_lib.experiment(tiny_rhm())))
+    (stopped / ".rhmdiff").write_text("{}")
+    assert f"the run would resume the run in {stopped} from its checkpoint of step 20;" in check(tiny_rhm(), stopped)[1]
+    c = tiny_rhm()
+    c.train.lr = 0.5
+    refused_alike(c, finished)
+    c.overwrite = True
+    assert (f"the run would delete the outputs of the run in {finished} (config.train.lr changed) and start over"
+            in check(c, finished)[1])
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"architectures": ["GPT2"]}')
+    (foreign / "flax_model.msgpack").write_bytes(b"weights")
+    refused_alike(tiny_rhm(), foreign)
+    fd = os.open(stopped / ".rhmdiff.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"pid 4242 on elsewhere")
+    try:
+        refused_alike(tiny_rhm(), stopped)
+    finally:
+        os.close(fd)
+
+
+def test_two_runs_started_at_the_same_moment_on_one_workdir(tmp_path):
+    """Two claims of one new workdir at the same moment: one takes it, the other is refused."""
+    import threading
+    outcomes, start = [], threading.Barrier(2)
+
+    def claim():
+        start.wait()
+        try:
+            outcomes.append(workdir_lib.claim(tiny_rhm(), str(tmp_path / "run")))
+        except workdir_lib.WorkdirError as e:
+            outcomes.append(str(e))
+
+    threads = [threading.Thread(target=claim) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    refused = [o for o in outcomes if isinstance(o, str)]
+    assert len(refused) == 1 and "another rhmdiff run is using it" in refused[0]
+    for o in outcomes:
+        if not isinstance(o, str):
+            o.release()
+
+
+def test_a_crash_while_results_are_written_leaves_the_previous_file(tmp_path, monkeypatch):
+    """A crash (here: an interrupt at the flush) while results.json is written: the previous file
+    is intact and no temporary file is left; results are never torn."""
+    files.write_json(tmp_path / "results.json", {"accuracy": [0.5]})
+
+    def crash(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        files.write_json(tmp_path / "results.json", {"accuracy": [0.9] * 100_000})
+    assert json.loads((tmp_path / "results.json").read_text()) == {"accuracy": [0.5]}
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_a_nan_learning_rate_is_refused(tmp_path):
+    c = tiny_rhm(lr=float("nan"))
+    code, err = execute(c, tmp_path / "run", check=True)
+    assert code == 2 and one_line(err).startswith("rhmdiff: error: config.train.lr: must be a number in")
 
 
 def test_workdir_that_is_a_file_or_not_writable(tmp_path):
@@ -228,6 +353,17 @@ def test_unreadable_or_empty_config_json(tmp_path):
     code, err = execute(c, run)
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["train"]["num_steps"] == 10
+
+
+def test_a_bucket_workdir_without_its_filesystem_library_names_the_extra(no_gcsfs):
+    """A gs:// workdir without gcsfs: exit 2, one line naming the extra to install (the real run),
+    and --check names it without refusing (a launcher checks on a machine that needs no bucket
+    access)."""
+    code, err = execute(tiny_rhm(), "gs://bucket/run")
+    assert code == 2 and one_line(err) == ("rhmdiff: error: --workdir gs://bucket/run: gs:// paths need gcsfs, which is "
+                                           "not installed (the gcs extra: pip install -e '.[gcs]')")
+    code, err = execute(tiny_rhm(), "gs://bucket/run", check=True)
+    assert code == 0 and "gs://bucket/run, which is not checked here: gs:// paths need gcsfs" in one_line(err)
 
 
 def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):

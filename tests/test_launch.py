@@ -127,48 +127,6 @@ def test_two_processes_train_like_one_and_stop_together_on_sigterm(tmp_path):
     assert r_single["val_loss"] == pytest.approx(r_multi["val_loss"], rel=1e-5)
 
 
-@pytest.fixture
-def fake_gcs(tmp_path, monkeypatch):
-    """``gs://`` URLs served from a local directory: an fsspec filesystem for epath (every
-    workdir, results and metrics file) and orbax's tensorstore arrays sent to the same place
-    (the two stand-ins for Google Cloud Storage this machine cannot reach)."""
-    import fsspec
-    from etils.epath import backend
-    from fsspec.implementations.local import LocalFileSystem
-    from orbax.checkpoint._src.path import gcs_utils
-    from orbax.checkpoint._src.serialization import tensorstore_utils
-
-    root = str(tmp_path / "gcs")
-    os.makedirs(root)
-
-    class FakeGCS(LocalFileSystem):
-        protocol = ("gs", "gcs")
-
-        def __init__(self, *args, finalize_on_close=None, **kwargs):
-            super().__init__(*args, **kwargs)
-
-        @classmethod
-        def _strip_protocol(cls, path):
-            path = fsspec.utils.stringify_path(path)
-            path = path[len("gs://"):] if path.startswith("gs://") else path
-            return (path if path.startswith(root) else os.path.join(root, path)).rstrip("/")
-
-        def glob(self, path, **kwargs):
-            return [p[len(root) + 1:] for p in super().glob(path, **kwargs)]
-
-    previous = {p: fsspec.registry.get(p) for p in FakeGCS.protocol}
-    for p in FakeGCS.protocol:
-        fsspec.register_implementation(p, FakeGCS, clobber=True)
-    backend.fsspec_backend._get_filesystem.cache_clear()
-    monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda *a, **k: False)
-    monkeypatch.setattr(tensorstore_utils.gcs_utils, "get_kvstore_for_gcs",
-                        lambda path: {"driver": "file", "path": os.path.join(root, path[len("gs://"):])})
-    yield root
-    for p, impl in previous.items():
-        fsspec.register_implementation(p, impl or FakeGCS, clobber=True)
-    backend.fsspec_backend._get_filesystem.cache_clear()
-
-
 def test_gs_workdir_goes_through_epath(fake_gcs, tmp_path, monkeypatch):
     """A ``gs://`` workdir: every file of the run lands in the (fake) bucket, nothing in a local
     folder named ``gs:``; the rerun resumes from the bucket's checkpoints."""
@@ -213,6 +171,59 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig):
     r_full, r_resumed = (json.loads((d / "results.json").read_text()) for d in (uninterrupted, workdir))
     for key in ("accuracy", "val_loss", "best_step", "steps", "test_vb_bits", "memorized_fraction"):
         assert r_full[key] == r_resumed[key], key
+
+
+def _train_until_stopped(marker: str):
+    """A stand-in for a sweep point in a worker: the trainer's stop check, until it stops."""
+    with train._Preemption() as stop:
+        open(marker, "w").close()
+        while not stop.reached():
+            time.sleep(0.02)
+        raise train.Preempted("stopped", stop.reached())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_sweep_stops_its_workers(tmp_path, sig):
+    """sweep.workers > 1: a SIGTERM or a Ctrl-C of the sweep's process reaches the trainers in its
+    workers (each stops as on a preemption), the call not started is cancelled, no worker is left
+    running, and the sweep stops with Preempted (exit 128 + the signal)."""
+    import threading
+
+    from rhmdiff.tasks import sweep
+    markers = [str(tmp_path / f"worker{i}") for i in range(3)]
+
+    def signal_once_both_train():
+        deadline = time.time() + 120
+        while sum(os.path.exists(m) for m in markers) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=signal_once_both_train, daemon=True).start()
+    with pytest.raises(train.Preempted, match="of 3 calls unfinished") as stopped:
+        sweep.in_workers(_train_until_stopped, [(m,) for m in markers], 2)
+    assert stopped.value.signum == sig and sum(os.path.exists(m) for m in markers) >= 2
+    assert signal.getsignal(signal.SIGTERM) is not None and not [  # handlers restored, no worker left
+        p for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == os.getpid() and
+        b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
+
+
+def test_ctrl_c_is_a_clean_stop_with_exit_130(tmp_path):
+    """Ctrl-C (SIGINT) once training has started: a checkpoint where it stopped, exit 130, the
+    one-line message last on stderr, no traceback."""
+    workdir = tmp_path / "run"
+    proc = cli(workdir, *LONG)
+    deadline = time.time() + 300
+    while not (workdir / "metrics.jsonl").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    last = err.strip().splitlines()[-1]
+    assert code == 130 and "Traceback" not in err, err[-3000:]
+    step = int(re.fullmatch(rf"rhmdiff: interrupted \(Ctrl-C\) at step (\d+); checkpoint saved in {workdir}; rerun "
+                            "the same command to resume", last).group(1))
+    ckpt = checkpoints.Checkpoints(workdir)
+    assert max(ckpt.latest.all_steps()) == step
+    ckpt.close()
 
 
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
@@ -264,33 +275,110 @@ def test_batch_size_not_divisible_by_devices_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def launcher(*args, cwd=ROOT):
+    """``bash launch/...`` as a user runs it (PYTHON: this interpreter): ``(exit code, stdout, stderr)``."""
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=ROOT)
+    proc = subprocess.run(["bash", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+TPU = ["--project", "proj", "--zone", "us-central2-b", "--tpu", "pod"]
+
+
 def test_launch_scripts_dry_run():
-    run = lambda *args: subprocess.run(["bash", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    tpu = run("launch/tpu_vm.sh", "--dry_run", "--project", "proj", "--zone", "us-central2-b", "--tpu", "pod",
-              "--config", "configs/rhm_L3.py:paper", "--workdir", "gs://b/runs/x",
-              "--override", "--config.train.lr=0.1", "--delete").splitlines()
+    """Each launcher checks the config here first (``--check``: its line on stderr), then prints
+    its commands: the TPU install with the constraints, the config checked again on worker 0, the
+    job detached (setsid nohup, its log in a file) and the command that follows the log."""
+    code, out, err = launcher("launch/tpu_vm.sh", "--dry_run", *TPU, "--config", "configs/rhm_L3.py:paper",
+                              "--workdir", "gs://b/runs/x", "--override", "--config.train.lr=0.1", "--delete")
+    tpu = out.splitlines()
+    assert code == 0 and "rhmdiff: config OK (task rhm)" in err, err
     assert tpu[0].startswith("gcloud compute tpus tpu-vm --project=proj --zone=us-central2-b create pod")
-    assert sum("--worker=all" in line for line in tpu) == 3
-    assert "pip\\ install\\ -e\\ \\'.\\[tpu\\,text\\]\\'" in tpu[3]
-    assert "--config=configs/rhm_L3.py:paper\\ --workdir=gs://b/runs/x\\ --config.distributed=True" in tpu[4]
-    assert "--config.train.lr=0.1" in tpu[4] and tpu[-1].strip().endswith("delete pod --quiet")
-    slurm = run("launch/slurm.sh", "--dry_run", "--nodes", "2", "--gpus_per_node", "4",
-                "--config", "configs/rhm_L3.py", "--workdir", "/shared/my runs/a").strip()
-    assert slurm.startswith("sbatch --nodes=2 --ntasks-per-node=4 --gpus-per-node=4")
-    assert slurm.endswith("--workdir=/shared/my\\ runs/a")
-    local = run("launch/local_multiprocess.sh", "--dry_run", "--num_processes", "3", "--",
-                CONFIG, "--workdir=/tmp/x").splitlines()
-    assert len(local) == 3 and all(f"RHMDIFF_PROCESS_ID={i}" in line for i, line in enumerate(local))
+    assert tpu[1].endswith("archive --format=tar.gz -o /tmp/rhmdiff.XXXXXX/rhmdiff.tar.gz HEAD ")
+    assert "pip\\ install\\ -e\\ \\'.\\[tpu\\,text\\]\\'\\ -c\\ constraints.txt" in tpu[3]
+    assert "--worker=0" in tpu[4] and tpu[4].rstrip().endswith("--check\\ \\>\\ /dev/null")
+    assert "setsid\\ nohup\\ python\\ -m\\ rhmdiff.main\\ --config=configs/rhm_L3.py:paper\\ " \
+           "--workdir=gs://b/runs/x\\ --config.distributed=True\\ --config.train.lr=0.1\\ \\>\\ rhmdiff.log" in tpu[5]
+    assert "--worker=all" in tpu[5] and tpu[-1].strip().endswith("delete pod --quiet")
+    assert "follow its log with: gcloud compute tpus tpu-vm --project=proj --zone=us-central2-b ssh pod " \
+           "--worker=0 --command=tail\\ -F\\ rhmdiff/rhmdiff.log" in err
+    code, out, err = launcher("launch/slurm.sh", "--dry_run", "--nodes", "2", "--gpus_per_node", "4",
+                              "--config", "configs/rhm_L3.py", "--workdir", "/shared/my runs/a")
+    assert code == 0 and out.startswith("sbatch --nodes=2 --ntasks-per-node=4 --gpus-per-node=4"), err
+    assert out.strip().endswith("--workdir=/shared/my\\ runs/a") and "start a new run in /shared/my runs/a" in err
+    code, out, err = launcher("launch/local_multiprocess.sh", "--dry_run", "--num_processes", "3", "--",
+                              CONFIG, "--workdir=/tmp/x")
+    local = out.splitlines()
+    assert code == 0 and len(local) == 3 and all(f"RHMDIFF_PROCESS_ID={i}" in line for i, line in enumerate(local))
     assert all("RHMDIFF_NUM_PROCESSES=3" in line and "JAX_COORDINATOR_ADDRESS=localhost:" in line for line in local)
-    bad = subprocess.run(["bash", "launch/tpu_vm.sh", "--dry_run"], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2 and "--project is required" in bad.stderr
+    code, _, err = launcher("launch/tpu_vm.sh", "--dry_run")
+    assert code == 2 and "--project is required" in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["launch/tpu_vm.sh", "--dry_run", "--ship_dirty", *TPU, "--config", "configs/rhm_L3.py:papr", "--workdir",
+      "gs://b/x"],
+     "rhmdiff: error: flag --config=configs/rhm_L3.py:papr: Error whilst parsing config file: ValueError: preset "
+     "must be one of ['cpu', 'paper'], got 'papr'"),
+    (["launch/slurm.sh", "--dry_run", "--config", "configs/rhm_L3.py", "--workdir", "/tmp/w", "--override",
+      "--config.train.lrr=1"], "rhmdiff: error: config.train.lrr: the config has no such key; did you mean "
+                               "config.train.lr?"),
+    (["launch/slurm.sh", "--dry_run", "--nodes", "abc", "--config", "configs/rhm_L3.py", "--workdir", "/tmp/w"],
+     "slurm.sh: --nodes must be a positive integer, got 'abc'"),
+    (["launch/local_multiprocess.sh", "--dry_run", "--", CONFIG, "--workdir=/tmp/w", "--config.rhm.m=9"],
+     "rhmdiff: error: config.rhm.m: must be <= v**(s-1) = 8"),
+], ids=["tpu preset", "slurm key", "slurm nodes", "local value"])
+def test_launchers_stop_on_a_bad_config_before_any_command(args, needle):
+    """With --dry_run as without: a bad value stops the launcher with the check's one line and
+    exit 2; no sbatch, gcloud or process command is printed (so none would run)."""
+    code, out, err = launcher(*args)
+    assert code == 2 and out == "" and err.strip().splitlines() == [err.strip()] and err.startswith(needle), err
+
+
+def test_a_launcher_stops_on_a_workdir_the_run_would_refuse(tmp_path):
+    """A workdir holding a run with another config: the launcher's check gives the line the run
+    would give (exit 2), before sbatch."""
+    from conftest import load_config
+    from rhmdiff.workdir import experiment
+    run, config = tmp_path / "run", load_config("rhm_L3")
+    run.mkdir()
+    stored = experiment(config)
+    stored["train"]["lr"] = 0.5
+    (run / "config.json").write_text(json.dumps(stored))
+    (run / "results.json").write_text("{}")
+    (run / ".rhmdiff").write_text("{}")
+    code, out, err = launcher("launch/slurm.sh", "--dry_run", "--config", "configs/rhm_L3.py", "--workdir", str(run))
+    assert code == 2 and out == "" and err.startswith(f"rhmdiff: error: --workdir {run}: holds a run with a "
+                                                      f"different config (config.train.lr: 0.5 -> {config.train.lr!r})")
+
+
+def test_tpu_launcher_refuses_a_dirty_tree_unless_asked_to_ship_it(tmp_path):
+    """A checkout with uncommitted changes: refused (exit 2, before any command); --dry_run says
+    what it would refuse; --ship_dirty ships the files as they are (tar of the working tree)."""
+    repo = tmp_path / "repo"
+    (repo / "launch").mkdir(parents=True)
+    (repo / "launch" / "tpu_vm.sh").write_text(open(os.path.join(ROOT, "launch", "tpu_vm.sh")).read())
+    (repo / "configs").symlink_to(os.path.join(ROOT, "configs"))
+    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    (repo / "notes.txt").write_text("an edit")
+    args = ["launch/tpu_vm.sh", *TPU, "--config", "configs/rhm_L3.py", "--workdir", "gs://b/x"]
+    code, out, err = launcher(*args, cwd=repo)
+    assert code == 2 and out == "" and "uncommitted changes (1 paths in git status)" in err and "--ship_dirty" in err
+    code, out, err = launcher(*args, "--dry_run", cwd=repo)
+    assert code == 0 and "tpu_vm.sh: would refuse: the working tree has uncommitted changes" in err
+    code, out, err = launcher(*args, "--dry_run", "--ship_dirty", cwd=repo)
+    assert code == 0 and "would refuse" not in err and "tar -czf" in out and "archive" not in out
 
 
 def test_no_source_file_is_ignored_by_git():
     """A pattern in .gitignore once hid two modules of rhmdiff/data from every clean clone."""
     try:
         listed = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "--",
-                                 "rhmdiff", "configs", "tests", "benchmarks", "launch", "setup.py", "README.md"],
+                                 "rhmdiff", "configs", "tests", "benchmarks", "launch", "setup.py", "pyproject.toml",
+                                 "constraints.txt", "constraints-min.txt", "README.md"],
                                 cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")

@@ -33,6 +33,7 @@ def test_oracle_task_writes_results(tmp_path):
     assert results["num_generated"] == 128
     assert results["vb_bits_per_token"] >= results["entropy_bits_per_token"] - 0.05
     assert results["config"]["diffusion"]["T"] == 100
+    assert proc.stdout.strip().splitlines()[-1] == f"results: {workdir / 'results.json'}"  # after its summary
 
 
 TINY_RHM = ["--config.rhm.v=4", "--config.rhm.m=2", "--config.data.train_size=64", "--config.data.val_size=32",
@@ -54,6 +55,7 @@ def test_rhm_task_trains_generates_and_resumes(tmp_path):
     assert len(results["accuracy"]) == 3 and results["num_generated"] == 32 and results["train_size"] == 64
     assert results["steps"] == 40 and results["test_vb_bits"] >= results["oracle_vb_bits"] - 0.05
     assert "A_1=" in proc.stdout and "copies of training points" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"results: {workdir / 'results.json'}")
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [20, 40]
     assert list((workdir / "tensorboard").iterdir()) and (workdir / "checkpoints").is_dir()

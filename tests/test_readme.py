@@ -1,8 +1,9 @@
 """Every command in the ``bash`` blocks of README.md and docs/*.md runs as written: the data
-commands run, each ``rhmdiff.main`` command passes ``--check`` (after the data commands, in a
-fresh directory that holds only ``configs/`` and ``launch/``), each launcher prints its
-commands with ``--dry_run``, every other ``python -m`` module and every benchmark script
-answers ``--help`` and every pip extra exists. Also: every config file, benchmark, launcher,
+commands run, each ``rhmdiff.main`` (or ``rhmdiff``, its console script) command passes
+``--check`` (after the data commands, in a fresh directory that holds only ``configs/`` and
+``launch/``), each launcher prints its commands with ``--dry_run``, every other ``python -m``
+module and every benchmark script answers ``--help`` and every pip extra exists in
+pyproject.toml. Also: every config file, benchmark, launcher,
 figure and page that the pages name exists."""
 import glob
 import os
@@ -10,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -43,13 +45,15 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         (tmp_path / folder).symlink_to(os.path.join(ROOT, folder))
     monkeypatch.chdir(tmp_path)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with open(os.path.join(ROOT, "setup.py")) as f:
-        setup = f.read()
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
     checked, workdirs = set(), set()
     for argv in commands:
+        if argv[0] == "rhmdiff":  # the console script (installed by pip): what python -m rhmdiff.main runs
+            argv = ["python", "-m", "rhmdiff.main", *argv[1:]]
         if argv[:2] == ["pip", "install"]:
             for extra in re.findall(r"\[(\w+)\]", " ".join(argv)):
-                assert f'"{extra}"' in setup, f"README installs the unknown extra [{extra}]"
+                assert extra in extras, f"README installs the unknown extra [{extra}]"
         elif argv[:2] == ["python", "-m"] and argv[2] in ("rhmdiff.main", *RUN_AS_WRITTEN):
             check = ["--check"] if argv[2] == "rhmdiff.main" else []
             proc = subprocess.run([sys.executable, *argv[1:], *check], env=env, capture_output=True, text=True)
@@ -61,6 +65,9 @@ def test_every_readme_command_runs_as_written(tmp_path, monkeypatch):
         elif argv[0].startswith("launch/"):
             assert "--dry_run" in argv, f"the pages' launcher commands should be dry runs: {shlex.join(argv)}"
             proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+            if proc.returncode == 1 and re.fullmatch(r"rhmdiff: error: data\.\w+: '/data/[^']+' does not exist\n",
+                                                     proc.stderr):
+                continue  # the launcher checked the dataset the page downloads first (not here)
             assert proc.returncode == 0 and proc.stdout.strip(), f"{shlex.join(argv)}: {proc.stderr}"
         elif argv[:2] == ["python", "-m"] and argv[2] != "pytest":
             proc = subprocess.run([sys.executable, "-m", argv[2], "--help"], env=env, capture_output=True, text=True)
@@ -90,6 +97,17 @@ def test_every_file_the_pages_name_exists(pattern):
         missing += [f"{os.path.relpath(page, ROOT)}: {n}" for n in sorted(names)
                     if not os.path.exists(os.path.join(base, n))]
     assert found and not missing, missing
+
+
+def test_the_console_script_is_the_command_line():
+    """pyproject.toml's ``rhmdiff`` script runs what ``python -m rhmdiff.main`` runs (.ci/run
+    compares the two from a fresh install)."""
+    import rhmdiff.main
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        module, function = tomllib.load(f)["project"]["scripts"]["rhmdiff"].split(":")
+    assert module == "rhmdiff.main" and getattr(rhmdiff.main, function) is rhmdiff.main.run
+    with open(rhmdiff.main.__file__) as f:
+        assert f.read().rstrip().endswith('if __name__ == "__main__":\n    run()')
 
 
 def test_the_readme_is_a_front_page():

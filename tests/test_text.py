@@ -141,6 +141,32 @@ def test_missing_or_empty_corpus_is_a_clear_error(corpus, tmp_path):
     assert not (tmp_path / "t" / "meta.json").exists()
 
 
+def test_a_corpus_and_tokenizer_in_a_bucket_give_the_tokens_of_the_local_ones(corpus, fake_gcs, tmp_path):
+    """``data.path`` and ``data.tokenizer_path`` as ``gs://`` URLs (the bucket stand-in): read
+    through epath into a local cache, the same token files and the same cache key each time;
+    a missing object is a DataError naming the field."""
+    import shutil
+    shutil.copytree(corpus["dir"], os.path.join(fake_gcs, "bucket", "docs"))
+    shutil.copy(corpus["tokenizer"], os.path.join(fake_gcs, "bucket", "bpe.tiktoken"))
+    url, bpe = "gs://bucket/docs", "gs://bucket/bpe.tiktoken"
+    assert len(text.corpus_files(url)) == len(corpus["docs"]) and text.read_ranks(bpe) == text.read_ranks(
+        corpus["tokenizer"])
+    assert text.token_key(url, bpe, 0.25, 0) == text.token_key(url, bpe, 0.25, 0)
+    for name, (docs, tok) in {"gs": (url, bpe), "local": (corpus["dir"], corpus["tokenizer"])}.items():
+        text.prepare_tokens(docs, tok, str(tmp_path / name), 0.25, seed=0, progress=False)
+    for split in ("train.bin", "val.bin"):
+        assert (tmp_path / "gs" / split).read_bytes() == (tmp_path / "local" / split).read_bytes()
+    with pytest.raises(DataError, match="^data.path: 'gs://bucket/nowhere' does not exist"):
+        text.corpus_files("gs://bucket/nowhere")
+
+
+def test_a_bucket_without_its_filesystem_library_names_the_extra(no_gcsfs):
+    """gs:// inputs without gcsfs (the ``gcs`` extra): one DataError line naming the field and
+    the install command."""
+    with pytest.raises(DataError, match=r"^data.tokenizer_path: gs:// paths need gcsfs.*pip install -e '\.\[gcs\]'"):
+        text.read_ranks("gs://bucket/bpe.tiktoken")
+
+
 def test_batches_are_per_host_rows_of_a_resumable_epoch_loop(corpus, tmp_path):
     text.prepare_tokens(corpus["dir"], corpus["tokenizer"], str(tmp_path), 0.1, seed=0, progress=False)
     data = text.TokenData(str(tmp_path), 32, seed=7)

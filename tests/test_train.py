@@ -163,7 +163,7 @@ def test_trainer_follows_a_plain_training_loop_step_by_step(tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     import orbax.checkpoint as ocp
     ckpt = checkpoints.Checkpoints(tmp_path)
-    final = ckpt.latest.restore(12, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state["params"]
+    final = ckpt.latest.restore(12, args=ocp.args.Composite(state=ocp.args.PyTreeRestore())).state["params"]
     ckpt.close()
     for a, b in zip(leaves(final), leaves(last)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
@@ -338,3 +338,168 @@ def test_evaluation_gives_the_same_numbers_on_one_and_four_devices(monkeypatch):
     np.testing.assert_allclose(four[1], one[1], rtol=1e-5)
     np.testing.assert_allclose(four[2], one[2], rtol=1e-5)
     assert four[3]["val_loss"] == pytest.approx(one[3]["val_loss"], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- logs and accidents
+
+def test_steps_per_second_leave_out_the_chunks_that_compile():
+    """The first chunk of each length (its compilation) is not timed; a log of compiling chunks
+    only has no rate."""
+    sums = train.MetricSums()
+    one = {"objective": np.ones(5, np.float32)}
+    sums.add(one, 5, 9.0)  # compiles
+    assert "train/steps_per_second" not in sums.means()
+    sums.add(one, 5, 0.25)
+    sums.add({"objective": np.ones(3, np.float32)}, 3, 7.0)  # another length: compiles
+    sums.add(one, 5, 0.25)
+    means = sums.means()
+    assert means["train/steps_per_second"] == pytest.approx(10 / 0.5) and means["train/objective"] == 1.0
+
+
+def test_progress_without_a_terminal_is_log_lines_with_rate_and_eta(tmp_path, caplog, monkeypatch):
+    """stderr not a terminal (a batch job): the progress bar is log lines (count, rate, ETA, best
+    validation loss), without carriage returns."""
+    import logging as std_logging
+
+    from rhmdiff import _util
+    monkeypatch.setattr(_util, "PROGRESS_LOG_SECONDS", 0.0)
+    c = tiny_config(num_steps=20)
+    with caplog.at_level(std_logging.INFO):
+        train.fit(c, str(tmp_path), **rhm_task.setup(c).fit_kwargs)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training: ")]
+    assert any(line.startswith("training: 10/20 (50%) at ") and " step/s, " in line and ", ETA " in line
+               for line in lines), lines
+    assert lines[-1].startswith("training: 20/20 (100%)") and "best_val=" in lines[-1]
+    assert not any("\r" in line for line in lines)
+
+
+def test_log_lines_on_a_terminal_are_written_above_the_bar(monkeypatch):
+    """On a terminal absl's log lines go through tqdm.write: each starts on a line of its own and
+    the bar is drawn again below it."""
+    import io
+
+    from absl import logging as absl_logging
+
+    from rhmdiff import _util
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    handler = absl_logging.get_absl_handler().python_handler
+    monkeypatch.setattr("sys.stderr", screen)
+    monkeypatch.setattr(handler, "stream", screen)
+    bar = _util.progress(total=10, desc="training", unit="step", mininterval=0)
+    bar.update(3)
+    assert isinstance(handler.stream, _util._AboveBars)
+    handler.stream.write("I1202 step 3: the log line\n")
+    bar.update(3)
+    bar.close()
+    text = screen.getvalue()
+    before, after = text.split("I1202 step 3: the log line\n")
+    assert "3/10" in before and before.rstrip(" ").endswith("\r") and "6/10" in after
+
+
+def test_ctrl_c_stops_training_with_a_checkpoint_and_twice_at_once(tmp_path):
+    """A Ctrl-C: training stops at the end of the chunk with a checkpoint there (Preempted with
+    SIGINT: the command exits 130). A second one raises KeyboardInterrupt at once (fit then waits
+    for the saves in flight, as after any error: the next test)."""
+    import os
+    import signal
+
+    c = tiny_config(num_steps=20)
+    kwargs = rhm_task.setup(c).fit_kwargs
+    batches = kwargs["batches"]
+
+    def ctrl_c_at_step_10(start, num, rows):  # called in the batch thread; the main thread handles it
+        if start == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+        return batches(start, num, rows)
+
+    with pytest.raises(train.Preempted, match="interrupted \\(Ctrl-C\\) at step 10; checkpoint saved") as stop:
+        train.fit(c, str(tmp_path), **dict(kwargs, batches=ctrl_c_at_step_10))
+    assert stop.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ckpt = checkpoints.Checkpoints(tmp_path)
+    abstract = jax.eval_shape(train.initial_state_fn(kwargs["init_params"], train.optimizer_from_config(
+        c.train, kwargs["lr_scale"])), 0)
+    state, meta = ckpt.restore_latest(abstract)
+    ckpt.close()
+    assert int(state.step) == 10 and meta["devices"] == 4  # (all the fake CPU devices)
+    with train._Preemption() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.reached() == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_error_waits_for_the_checkpoints_being_written(tmp_path, monkeypatch):
+    """Saves in the background (as on a GPU), then non-finite losses stop the run: the error
+    propagates only once the checkpoint in flight is complete; it loads."""
+    calls = []
+    close = checkpoints.Checkpoints.close
+    monkeypatch.setattr(checkpoints, "_on_cpu", lambda tree: False)
+    monkeypatch.setattr(checkpoints.Checkpoints, "close", lambda self: calls.append(1) or close(self))
+    c = tiny_config(lr=1e30, max_nonfinite=8, eval_every=5, steps_per_call=5)
+    with pytest.raises(FloatingPointError, match="the last checkpoint is unchanged"):
+        train.fit(c, str(tmp_path), **rhm_task.setup(c).fit_kwargs)
+    assert calls
+    ckpt = checkpoints.Checkpoints(tmp_path)
+    assert ckpt.latest.all_steps() == [5] and not [p for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name]
+    ckpt.close()
+
+
+def test_a_full_disk_while_a_checkpoint_is_written(tmp_path, monkeypatch):
+    """The filesystem refuses the checkpoint of step 20 (a full disk): CheckpointError, one line;
+    the checkpoint of step 10 stays the one that loads, and the rerun resumes from it."""
+    import orbax.checkpoint as ocp
+    save = ocp.CheckpointManager.save
+
+    def full_disk(self, step, *args, **kwargs):
+        if step == 20 and self.directory.name == "checkpoints":
+            raise ValueError('RESOURCE_EXHAUSTED: Error writing local file "x": [OS error: No space left on device]')
+        return save(self, step, *args, **kwargs)
+
+    c = tiny_config()
+    kwargs = rhm_task.setup(c).fit_kwargs
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    with pytest.raises(checkpoints.CheckpointError) as error:
+        train.fit(c, str(tmp_path), **kwargs)
+    assert str(error.value).startswith(f"the latest checkpoint of step 20 in {tmp_path} could not be written "
+                                       "(RESOURCE_EXHAUSTED") and "\n" not in str(error.value)
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    batches, asked = recording(kwargs["batches"])
+    assert train.fit(c, str(tmp_path), **dict(kwargs, batches=batches)).steps == 40 and asked[0] == 10
+
+
+def test_a_resume_on_another_number_of_devices_warns(tmp_path, caplog):
+    """Trained on 1 device, resumed on 4: one warning line naming both counts; every checkpoint
+    and train_state.json record the count."""
+    c = tiny_config(num_steps=20)
+    kwargs = rhm_task.setup(c).fit_kwargs
+    train.fit(c, str(tmp_path), devices=jax.local_devices()[:1], stop_at=10, **kwargs)
+    train.fit(c, str(tmp_path), devices=jax.local_devices()[:4], **kwargs)
+    warned = [r.getMessage() for r in caplog.records if "devices on" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("resuming a run trained on 1 devices on 4 devices")
+    assert "float rounding" in warned[0] and "\n" not in warned[0]
+    assert json.loads((tmp_path / "train_state.json").read_text())["devices"] == 4
+
+
+def test_the_log_drops_the_libtpu_line_unless_a_tpu_is_asked_for(monkeypatch):
+    """JAX's line about a TPU backend without libtpu, and orbax's INFO lines, are not logged;
+    with JAX_PLATFORMS=tpu the libtpu line is."""
+    import logging as std_logging
+
+    from rhmdiff import _util
+
+    def record(name, message, level=std_logging.INFO, path="x.py"):
+        return std_logging.LogRecord(name, level, path, 1, message, (), None)
+
+    libtpu = record("jax._src.xla_bridge", "Unable to initialize backend 'tpu': INTERNAL: Failed to open libtpu.so")
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    assert not _util._readable(libtpu)
+    assert not _util._readable(record("orbax", "saved step 10", path="/site-packages/orbax/checkpoint/x.py"))
+    assert _util._readable(record("absl", "step 10: train/objective 1.0"))
+    monkeypatch.setenv("JAX_PLATFORMS", "tpu")
+    assert _util._readable(libtpu)

@@ -2,7 +2,8 @@
 
 A cache directory is named after a hash of everything that determines its contents: the
 format version, the settings, and a *signature* of every input file (its relative path, size
-and modification time -- or, for small files such as a tokenizer, its bytes). A corpus that
+and modification time -- or, for small files such as a tokenizer, its bytes). Input files may
+be local or on an object store (``gs://``, read through ``etils.epath``); caches are local. A corpus that
 grows in place, a tokenizer regenerated at the same path or another image size therefore
 gets a new cache instead of a stale one. Caches live in ``data.cache_dir`` (default: the
 run's ``workdir/cache`` on a local disk, ``~/.cache/rhmdiff`` on each host when the workdir
@@ -24,18 +25,31 @@ from rhmdiff.workdir import CACHE
 SMALL_FILE = 1 << 20  # files up to this size are hashed by content
 
 
-def file_signature(paths, root: str = "") -> list:
-    """``[relative path, size, mtime_ns (or sha256 for small files)]`` of every file."""
+def file_signature(paths, root="") -> list:
+    """``[relative path, size, mtime_ns (or sha256 for small files)]`` of every file (local or
+    ``gs://``: paths as strings or ``epath.Path``; an object store gives modification times in
+    whole seconds)."""
     out = []
-    for p in sorted(paths):
-        st = os.stat(p)
-        rel = os.path.relpath(p, root) if root else os.path.basename(p)
-        if st.st_size <= SMALL_FILE:
-            with open(p, "rb") as f:
-                out.append([rel, st.st_size, hashlib.sha256(f.read()).hexdigest()])
+    for p in sorted(os.fspath(p) for p in paths):
+        rel = _relative(p, os.fspath(root)) if root else os.path.basename(p)
+        if is_remote(p):
+            st = as_path(p).stat()
+            size, mtime = st.length, st.mtime * 10**9
         else:
-            out.append([rel, st.st_size, st.st_mtime_ns])
+            st = os.stat(p)
+            size, mtime = st.st_size, st.st_mtime_ns
+        if size <= SMALL_FILE:
+            out.append([rel, size, hashlib.sha256(as_path(p).read_bytes()).hexdigest()])
+        else:
+            out.append([rel, size, mtime])
     return out
+
+
+def _relative(path: str, root: str) -> str:
+    """``path`` relative to the folder ``root`` (local paths or URLs)."""
+    if is_remote(path):
+        return path[len(root.rstrip("/")) + 1:] if path.startswith(root.rstrip("/") + "/") else os.path.basename(path)
+    return os.path.relpath(path, root)
 
 
 def content_key(*parts) -> str:

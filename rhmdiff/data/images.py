@@ -1,6 +1,7 @@
 """Image data for the Improved-DDPM experiment (paper Sec. 5.2): ImageNet 64x64 from local files.
 
-Sources (``data.path`` for training, ``data.val_path`` for the real images of the MMD):
+Sources (``data.path`` for training, ``data.val_path`` for the real images of the MMD; local
+paths or ``gs://`` URLs, read through ``etils.epath``):
 
 * the downsampled-ImageNet ``.npz`` batches (``train_data_batch_1.npz`` ... and
   ``val_data.npz`` of image-net.org's "Imagenet64x64": key ``data``, uint8 ``[N, 3*64*64]``
@@ -18,13 +19,12 @@ of the step (:class:`rhmdiff.data.epochs.EpochOrder`).
 """
 from __future__ import annotations
 
-import glob
 import os
 
 import numpy as np
 
 from rhmdiff._util import progress as progress_bar
-from rhmdiff.data import DataError
+from rhmdiff.data import DataError, files_under, input_path
 from rhmdiff.data.cache import content_key, file_signature
 from rhmdiff.data.epochs import EpochOrder
 
@@ -32,10 +32,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 FORMAT_VERSION = 1
 
 
+def _npz_rows(f) -> np.ndarray:
+    """The ``data`` array of the ``.npz`` batch ``f`` (an ``epath.Path``)."""
+    with f.open("rb") as fh, np.load(fh) as data:
+        return data["data"]
+
+
 def _npz_images(files, size, field):
     for f in files:
-        with np.load(f) as data:
-            x = data["data"]
+        x = _npz_rows(f)
         if x.ndim != 2 or x.shape[1] != 3 * size * size:
             side = int(round((x.shape[-1] / 3) ** 0.5)) if x.ndim == 2 else None
             raise DataError(f"{field}: {f} holds images of {side}x{side} pixels (rows of {x.shape[-1]} values), "
@@ -46,7 +51,7 @@ def _npz_images(files, size, field):
 def _folder_images(files, size, field):
     from PIL import Image  # pillow comes with matplotlib
     for f in files:
-        with Image.open(f) as im:
+        with f.open("rb") as fh, Image.open(fh) as im:
             arr = np.asarray(im.convert("RGB"))
         if arr.shape[:2] != (size, size):
             raise DataError(f"{field}: {f} is an image of {arr.shape[1]}x{arr.shape[0]} pixels, expected "
@@ -54,27 +59,27 @@ def _folder_images(files, size, field):
         yield arr[None]
 
 
-def source_files(path: str, field: str = "data.path") -> tuple[str, list[str]]:
-    """``("npz" or "images", files)`` of an image source; DataError naming ``field`` if none."""
-    if not path or not os.path.exists(path):
-        hint = " (build the demo images with: python -m rhmdiff.data.images --out=data/demo_images)" if (
-            "demo" in path) else ""
-        raise DataError(f"{field}: {path!r} does not exist{hint}")
-    npz = [path] if path.endswith(".npz") else sorted(glob.glob(os.path.join(path, "**", "*.npz"), recursive=True))
+def source_files(path: str, field: str = "data.path") -> tuple[str, list]:
+    """``("npz" or "images", files)`` of an image source (files as ``epath.Path``); DataError
+    naming ``field`` if there is none."""
+    hint = " (build the demo images with: python -m rhmdiff.data.images --out=data/demo_images)" if (
+        "demo" in path) else ""
+    root = input_path(path, field, hint)
+    below = files_under(root) if root.is_dir() else []
+    npz = [root] if root.name.endswith(".npz") else [f for f in below if f.name.endswith(".npz")]
     if npz:
         return "npz", npz
-    files = sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True)
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    files = [f for f in below if f.name.lower().endswith(IMAGE_EXTENSIONS)]
     if not files:
         raise DataError(f"{field}: {path} holds no .npz batches and no PNG/JPEG images")
     return "images", files
 
 
 def image_cache(cache_root: str, path: str, size: int, field: str = "data.path") -> str:
-    """The converted-images file of the source ``path`` at ``size`` under ``cache_root``."""
+    """The converted-images file of the source ``path`` at ``size`` under ``cache_root`` (local)."""
     _, files = source_files(path, field)
-    root = path if os.path.isdir(path) else os.path.dirname(path)
-    key = content_key(FORMAT_VERSION, file_signature(files, root), size)
+    root = input_path(path, field)
+    key = content_key(FORMAT_VERSION, file_signature(files, root if root.is_dir() else root.parent), size)
     return os.path.join(cache_root, f"images-{key}.npy")
 
 
@@ -85,7 +90,7 @@ def prepare_images(path: str, out: str, size: int, field: str = "data.path", pro
         return len(np.load(out, mmap_mode="r"))
     kind, files = source_files(path, field)
     if kind == "npz":
-        counts = [len(np.load(f, mmap_mode="r")["data"]) for f in files]
+        counts = [len(_npz_rows(f)) for f in files]
         chunks = _npz_images(files, size, field)
     else:
         counts = [1] * len(files)

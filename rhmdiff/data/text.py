@@ -1,6 +1,7 @@
 """Text data for MD4 (paper Sec. 5.1): local corpus -> BPE tokens -> packed, per-host batches.
 
-Pipeline, all from local files (no network at run time):
+Pipeline, from local files or an object store (``gs://``, through ``etils.epath``; the token
+files are a local cache):
 
 1. :func:`load_tokenizer`: a ``tiktoken`` BPE from a local ``.tiktoken`` rank file. For
    GPT-2 (50257 ids with ``<|endoftext|>`` = 50256, as in the paper) use ``gpt2.tiktoken``,
@@ -29,18 +30,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import glob
 import importlib
+import io
 import json
 import os
 
 import numpy as np
 
 from rhmdiff._util import progress as progress_bar
-from rhmdiff.data import DataError
+from rhmdiff.data import DataError, files_under, input_path
 from rhmdiff.data.cache import content_key, file_signature
 from rhmdiff.data.epochs import EpochOrder
-from rhmdiff.files import atomic_write, write_json, write_npy
+from rhmdiff.files import as_path, atomic_write, write_json, write_npy
 
 EOT = "<|endoftext|>"
 # GPT-2's pre-tokenization regex (tiktoken's "gpt2" encoding).
@@ -62,12 +63,13 @@ def read_ranks(path: str, field: str = "data.tokenizer_path") -> dict[bytes, int
     (tiktoken's own loader keeps a path-keyed copy in a shared temporary directory, which a
     file regenerated at the same path would not update). DataError naming ``field`` if the
     file is missing or not a rank file."""
-    if not path or not os.path.isfile(path):
-        hint = ("build the demo one with: python -m rhmdiff.data.demo_text --out=data/demo" if "demo" in path else
-                "a .tiktoken rank file, e.g. gpt2.tiktoken from the openai-whisper package")
+    hint = ("build the demo one with: python -m rhmdiff.data.demo_text --out=data/demo" if "demo" in path else
+            "a .tiktoken rank file, e.g. gpt2.tiktoken from the openai-whisper package")
+    file = input_path(path, field, f" ({hint})")
+    if not file.is_file():
         raise DataError(f"{field}: no tokenizer file at {path!r} ({hint})")
     ranks = {}
-    with open(path, "rb") as f:
+    with file.open("rb") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -91,33 +93,35 @@ def load_tokenizer(path: str):
                              special_tokens={EOT: len(ranks)})
 
 
-def _files(path: str, ext: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(path, "**", f"*{ext}"), recursive=True))
+def _is_datasets_dir(path) -> bool:
+    return path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
 
 
-def _is_datasets_dir(path: str) -> bool:
-    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
-                                       for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
-
-
-def corpus_files(path: str) -> list[str]:
-    """The files that make up the corpus at ``path`` (DataError naming ``data.path`` if none)."""
-    if not path or not os.path.exists(path):
-        hint = " (build the demo corpus with: python -m rhmdiff.data.demo_text --out=data/demo)" if (
-            "demo" in path) else ""
-        raise DataError(f"data.path: {path!r} does not exist{hint}")
-    if _is_datasets_dir(path):
-        return sorted(f for f in glob.glob(os.path.join(path, "**", "*"), recursive=True) if os.path.isfile(f))
+def _corpus(path: str) -> tuple[str, list]:
+    """``(kind, files)`` of the corpus at ``path``: ``"datasets"`` (every file of the directory)
+    or the extension of its shards, files as ``epath.Path`` (DataError naming ``data.path`` if none)."""
+    hint = " (build the demo corpus with: python -m rhmdiff.data.demo_text --out=data/demo)" if "demo" in path else ""
+    root = input_path(path, "data.path", hint)
+    if _is_datasets_dir(root):
+        return "datasets", files_under(root)
+    below = files_under(root) if root.is_dir() else []
     for ext in (".parquet", ".arrow", ".txt"):
-        found = ([path] if path.endswith(ext) else []) if os.path.isfile(path) else _files(path, ext)
+        found = ([root] if root.name.endswith(ext) else []) if not root.is_dir() else [
+            f for f in below if f.name.endswith(ext)]
         if found:
-            return found
+            return ext, found
     raise DataError(f"data.path: {path} holds no datasets directory and no .parquet, .arrow or .txt files")
+
+
+def corpus_files(path: str) -> list:
+    """The files that make up the corpus at ``path`` (DataError naming ``data.path`` if none)."""
+    return _corpus(path)[1]
 
 
 def token_key(data_path: str, tokenizer_path: str, val_fraction: float, seed: int) -> str:
     """The content key of the token files of a corpus (see module docstring)."""
-    root = data_path if os.path.isdir(data_path) else os.path.dirname(data_path)
+    root = as_path(data_path)
+    root = root if root.is_dir() else root.parent
     return content_key(FORMAT_VERSION, file_signature([tokenizer_path]), file_signature(corpus_files(data_path), root),
                        val_fraction, seed)
 
@@ -125,29 +129,25 @@ def token_key(data_path: str, tokenizer_path: str, val_fraction: float, seed: in
 def read_documents(path: str):
     """``(num_documents or None, iterator of str)`` over the corpus at ``path`` (see module
     docstring). Raises DataError, naming ``data.path``, if nothing is found."""
-    corpus_files(path)
-    if _is_datasets_dir(path):
+    kind, found = _corpus(path)
+    if kind == "datasets":
         datasets = text_extra("datasets")
-        ds = datasets.load_from_disk(path)
+        ds = datasets.load_from_disk(os.fspath(as_path(path)))
         parts = [ds[k] for k in sorted(ds)] if isinstance(ds, datasets.DatasetDict) else [ds]
         return sum(len(p) for p in parts), (row["text"] for p in parts for row in p)
-    for ext in (".parquet", ".arrow", ".txt"):
-        found = ([path] if path.endswith(ext) else []) if os.path.isfile(path) else _files(path, ext)
-        if not found:
-            continue
-        if ext == ".txt":
-            def texts(found=found):
-                for f in found:
-                    with open(f, encoding="utf-8", errors="replace") as fh:
-                        yield fh.read()
-            return len(found), texts()
-        datasets = text_extra("datasets")
-        ds = (datasets.Dataset.from_parquet(found) if ext == ".parquet"
-              else datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in found]))
-        if "text" not in ds.column_names:
-            raise DataError(f"data.path: {path} has no 'text' column (columns: {ds.column_names})")
-        return len(ds), (row["text"] for row in ds)
-    raise DataError(f"data.path: {path} holds no datasets directory and no .parquet, .arrow or .txt files")
+    if kind == ".txt":
+        def texts():
+            for f in found:
+                with f.open("rb") as raw:  # as open(f, encoding="utf-8", errors="replace") reads it
+                    yield io.TextIOWrapper(raw, encoding="utf-8", errors="replace").read()
+        return len(found), texts()
+    datasets = text_extra("datasets")
+    names = [os.fspath(f) for f in found]
+    ds = (datasets.Dataset.from_parquet(names) if kind == ".parquet"
+          else datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in names]))
+    if "text" not in ds.column_names:
+        raise DataError(f"data.path: {path} has no 'text' column (columns: {ds.column_names})")
+    return len(ds), (row["text"] for row in ds)
 
 
 def _split_blocks(seed: int, block: int, n: int, val_fraction: float) -> np.ndarray:
@@ -168,8 +168,8 @@ def prepare_tokens(data_path: str, tokenizer_path: str, out_dir: str, val_fracti
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             return json.load(f)
-    settings = {"format": FORMAT_VERSION, "data_path": os.path.abspath(data_path),
-                "tokenizer_path": os.path.abspath(tokenizer_path), "val_fraction": val_fraction, "seed": seed}
+    settings = {"format": FORMAT_VERSION, "data_path": os.fspath(as_path(data_path)),
+                "tokenizer_path": os.fspath(as_path(tokenizer_path)), "val_fraction": val_fraction, "seed": seed}
     num_docs, docs = read_documents(data_path)
     enc = load_tokenizer(tokenizer_path)
     if enc.n_vocab > 2**16:
