@@ -94,9 +94,13 @@ class Checkpoints:
 
     def __init__(self, workdir):
         self.workdir = as_path(workdir)
-        options = lambda keep: ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        # Each manager names its barriers: orbax keys a save's cross-process barriers by the step
+        # alone, so the latest and best saves of one evaluation, in flight together, would collide.
+        options = lambda name, keep: ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=f"rhmdiff_{name}"))
         manager = lambda name, keep, handlers: ocp.CheckpointManager(
-            self.workdir / name, options=options(keep), item_handlers=handlers)
+            self.workdir / name, options=options(name, keep), item_handlers=handlers)
         arrays = dict(save_concurrent_gb=IN_FLIGHT_GB, restore_concurrent_gb=IN_FLIGHT_GB)
         # train states uncompressed: written from the arrays' memory, without encoding buffers
         # (compressed, a save added about the state's size to the process until the next step)
