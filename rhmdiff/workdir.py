@@ -305,8 +305,10 @@ def claim(config, workdir, mutable=(), lock: bool = True) -> Claim:
     run. Call it on one process only."""
     path = as_path(workdir)
     _check_directory(path)
-    _check_ours(path)
     holder = _Lock(path)
+    if lock:  # first: the files of a run that holds the lock and is writing them are not foreign
+        holder.refuse_if_held()
+    _check_ours(path)
     if lock:
         holder.acquire()
     try:
