@@ -2,14 +2,15 @@
 models of the P sweep, next to the data's (run ``configs/sweep_P.py`` first).
 
     python -m rhmdiff.main --config=configs/correlations.py --workdir=runs/correlations
-    python -m rhmdiff.main --config=configs/correlations.py --workdir=runs/correlations_other \\
-        --config.correlations.sources='("runs/other_sweep/*",)'
+    python -m rhmdiff.main --config=configs/correlations.py --workdir=runs/correlations_all \\
+        --config.correlations.sources='("runs/sweep_P/m3_P*_seed?",)'
 
-The default sources are the m = 3 points of ``configs/sweep_P.py:cpu``, every P and seed
-(the convergence-check variants, ``..._steps2x`` / ``..._width2x``, are left out): 8192
-sequences generated from each model's best parameters and 8192 exact samples of each seed's
-grammar, so that the noise floor, (1 - 1/v) / sqrt(N) = 0.0097, lies below the data's
-correlation at every distance.
+The default sources are three m = 3 points of ``configs/sweep_P.py:cpu`` -- P = 104 (below
+P_1 = 115), 1037 (P_3) and 4128 (4 P_3) -- with every seed (the convergence-check variants,
+``..._steps2x`` / ``..._width2x``, are left out; the second command takes every P): 8192
+sequences generated from each model's best parameters (about 2 minutes a model on one CPU
+core) and 8192 exact samples of each seed's grammar, so that the noise floor,
+(1 - 1/v) / sqrt(N) = 0.0097, lies below the data's correlation at every distance.
 """
 import ml_collections
 
@@ -20,5 +21,5 @@ def get_config():
     c = base_config("correlations", seed=0)
     c.correlations = ml_collections.ConfigDict(dict(
         num_generated=8192, num_data=8192, batch_size=1024,  # batch_size: sequences per device and call
-        sources=("runs/sweep_P/m3_P*_seed?",)))
+        sources=tuple(f"runs/sweep_P/m3_P{P}_seed?" for P in (104, 1037, 4128))))
     return c

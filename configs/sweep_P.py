@@ -8,15 +8,18 @@ One ``rhm`` training per (m, P, seed) (resumable: finished points are skipped on
 seed is another grammar and another training seed.
 
 ``cpu`` (2 CPU cores): the grammar family of ``configs/rhm_L3.py:cpu`` (v=8, s=2, L=3) at
-m = 2, 3, 4, 3 seeds, P at 11 log-spaced multiples of each m's P_3 of Eq. 6 from 0.1 to 10
-(m = 3: P = 104 ... 10370, from below P_1 = 115 to 10 P_3; points that exceed the language
-or the batch are skipped: m = 2 keeps 7). The `rhmdiff` U-Net at width 128, SGD + momentum
+m = 2, 3, 4, 3 seeds, P at 9 log-spaced multiples of each m's P_3 of Eq. 6 from 0.1 to 4
+(m = 3: P = 104 ... 4128, from below P_1 = 115 to 4 P_3; A_L has reached its plateau from
+about 1.6 P_3 at every m; points that exceed the language or the batch are skipped: m = 2
+keeps 7). The `rhmdiff` U-Net at width 128, SGD + momentum
 in muP at lr 0.1, the `hybrid` objective, evaluated with an EMA of the parameters (decay
 0.999); validation every 1000 steps on 256 sequences with 64 noise draws each (the bound's
 noise ~0.03 bits per token instead of ~0.2 with one draw), the best of at most 40,000 steps,
 stopping 10 validations after the best; 512 generated sequences per point. The convergence
-check reruns the two points nearest each crossing (seed 0, 4096 sequences) with twice the
-steps and with twice the width. P* at A_L = 0.3, 0.5, 0.7 and 0.8. Two points train at a time
+check reruns the two points nearest each crossing of A_L = 0.5 and 0.7 (seed 0, 4096
+sequences) with twice the steps and with twice the width. P* at A_L = 0.3, 0.5, 0.7 and 0.8,
+and at the same values of A_L above chance (the top rule satisfied beyond the fraction m/v of
+level-2 pairs that are productions by chance). Two points train at a time
 (``sweep.workers``), one per core.
 ``cpu_paper_recipe``: the ``cpu`` sweep at m = 3, one seed, with the paper's own recipe: the
 authors' U-Net (``model.variant = "reference"``), the loss of the variational bound alone
@@ -41,10 +44,10 @@ def get_config(preset: str = "cpu"):
     c.sweep = ml_collections.ConfigDict(dict(
         m_values=(c.rhm.m,), train_sizes=(), relative_sizes=(), seeds=(0, 1, 2),
         thresholds=(0.3, 0.5, 0.7, 0.8), metric="accuracy",
-        check_seeds=(0,), check_generated=4096,  # the convergence check (() : none)
+        check_seeds=(0,), check_thresholds=(0.5, 0.7), check_generated=4096,  # the convergence check (() : none)
         workers=1))  # points trained at a time, one CPU core each
     if preset == "cpu":
-        c.sweep.update(m_values=(2, 3, 4), relative_sizes=tuple(round(10 ** (k / 5), 3) for k in range(-5, 6)),
+        c.sweep.update(m_values=(2, 3, 4), relative_sizes=tuple(round(10 ** (k / 5), 3) for k in range(-5, 4)),
                        workers=2)
         c.data.update(val_size=256, test_size=0)
         c.model.width = 128

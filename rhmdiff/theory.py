@@ -13,10 +13,11 @@ import numpy as np
 from rhmdiff.rhm import check_sizes
 
 
-def _check(v, m, s, level, min_level):
-    check_sizes(v, m, s, max(level, 1))
-    if not isinstance(level, int) or level < min_level:
-        raise ValueError(f"level must be an integer >= {min_level}, got {level!r}")
+def _check(v, m, s, level, min_level, name="level"):
+    # the level first, under its own name (check_sizes would call a bad one "L")
+    if not isinstance(level, (int, np.integer)) or isinstance(level, bool) or level < min_level:
+        raise ValueError(f"{name} must be an integer >= {min_level}, got {level!r}")
+    check_sizes(v, m, s, 1)
 
 
 def sample_complexity(v: int, m: int, s: int, level: int) -> float:
@@ -84,7 +85,7 @@ def marginal_spread(v: int, m: int, s: int, L: int, level: int) -> float:
     being drawn without replacement from the v^s tuples, ``sum_b n_ba`` is hypergeometric,
     which adds ``c = (1 - 1/v) (v^s - v m) / (m (v^s - 1))`` (~(1 - f)/m), while the parents'
     own spread enters averaged over their ~m terms: ``spread_l = c + spread_{l+1} / m``."""
-    _check(v, m, s, L, 1)
+    _check(v, m, s, L, 1, "L")
     if not 1 <= level <= L:
         raise ValueError(f"level must lie in [1, L] = [1, {L}], got {level!r}")
     c = (1.0 - 1.0 / v) * (v**s - v * m) / (m * (v**s - 1))
@@ -140,3 +141,11 @@ def token_correlation_curve(v: int, m: int, s: int, L: int) -> np.ndarray:
         i = np.arange(d - t)
         curve[t] = by_level[tree_distance(s, i, i + t)].mean()
     return curve
+
+
+def top_rule_chance(v: int, m: int, s: int) -> float:
+    """f = m / v^{s-1}: the probability that a uniformly random s-tuple of level-l symbols is
+    one of the v m productions of the level above -- the chance that a model that has learned
+    the levels below but not the top rule still satisfies it (0.5 at v = 8, m = 4, s = 2)."""
+    check_sizes(v, m, s, 1)
+    return m / v ** (s - 1)

@@ -442,3 +442,17 @@ def test_floor_subtraction_and_effective_support_against_numpy():
         norms.append(np.linalg.norm(joint - np.outer(joint.sum(1), joint.sum(0))))
     assert np.mean(norms) == pytest.approx(noise_floor(8, 2000), rel=0.03)
 
+
+def test_the_top_rule_above_chance():
+    """A model that has the levels below right and draws the top-level tuple at random satisfies
+    the top rule with probability f = m / v^{s-1} (counted here over all tuples of an enumerated
+    grammar): A_L above chance is then 0; every sequence valid gives 1."""
+    from rhmdiff.tasks.sweep import above_chance
+    g = rhm.make_grammar(jax.random.PRNGKey(0), 8, 3, 2, 2)
+    rules = np.asarray(g.rules)
+    productions = {tuple(rules[1, a, j]) for a in range(g.v) for j in range(g.m)}
+    f = len(productions) / g.v**g.s
+    assert theory.top_rule_chance(8, 3, 2) == pytest.approx(f)
+    assert above_chance([0.9, 0.9 * f], f) == pytest.approx(0.0, abs=1e-12)
+    assert above_chance([0.9, 0.9], f) == pytest.approx(1.0)
+    assert above_chance([0.8, 0.6, 0.5], 0.5) == pytest.approx((0.5 / 0.6 - 0.5) / 0.5)

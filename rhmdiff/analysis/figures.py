@@ -136,21 +136,25 @@ def plot_sweep(results: dict, path: str) -> None:
         ax.legend(loc="upper left", fontsize=8)
     if has_stars:
         ax = axes[0][-1]
-        for i, threshold in enumerate(results["thresholds"]):
-            rows = [(r["m"], r["thresholds"][i]) for r in results["p_star"]
-                    if np.isfinite(_number(r["thresholds"][i]["p_star"]))]
-            if not rows:
-                continue
-            m = np.array([r[0] for r in rows], float)
-            star = np.array([_number(r[1]["p_star"]) for r in rows])
-            ci = np.array([[_number(b) for b in r[1]["ci"]] for r in rows])
-            color = plt.get_cmap("viridis", len(results["thresholds"]) + 1)(i)
-            ax.errorbar(m, star, yerr=[star - ci[:, 0], ci[:, 1] - star], fmt="o", capsize=3, color=color,
-                        label=f"A_L >= {threshold}")
-            fit = next((e for e in results["exponents"] if e["threshold"] == threshold), None)
-            if fit:
-                ax.plot(m, fit["prefactor"] * m ** fit["exponent"], "-", lw=0.8, color=color,
-                        label=f"  exponent {fit['exponent']:.2f}{_interval(fit['ci'])}")
+        for key, fill in (("thresholds", "full"), ("above_chance", "none")):
+            for i, threshold in enumerate(results["thresholds"]):
+                rows = [(r["m"], r[key][i]) for r in results["p_star"]
+                        if key in r and np.isfinite(_number(r[key][i]["p_star"]))]
+                if not rows:
+                    continue
+                m = np.array([r[0] for r in rows], float)
+                star = np.array([_number(r[1]["p_star"]) for r in rows])
+                ci = np.array([[_number(b) for b in r[1]["ci"]] for r in rows])
+                color = plt.get_cmap("viridis", len(results["thresholds"]) + 1)(i)
+                what = f"A_L >= {threshold}" if key == "thresholds" else f"above chance >= {threshold}"
+                ax.errorbar(m, star, yerr=[star - ci[:, 0], ci[:, 1] - star], fmt="o", capsize=3, color=color,
+                            mfc=color if fill == "full" else "none", label=what)
+                of = "metric" if key == "thresholds" else key
+                fit = next((e for e in results["exponents"] if e["threshold"] == threshold and e.get("of", "metric") == of),
+                           None)
+                if fit:
+                    ax.plot(m, fit["prefactor"] * m ** fit["exponent"], "-" if fill == "full" else "--", lw=0.8,
+                            color=color, label=f"  exponent {fit['exponent']:.2f}{_interval(fit['ci'])}")
         ms = np.array(sorted({r["m"] for r in results["p_star"]}), float)
         P_L = np.array([c["P_l"][-1] for c in curves if c["m"] in ms])
         ax.plot(ms, P_L, "k:", label=f"P_{L} of Eq. 6 (slope {L + 1})")

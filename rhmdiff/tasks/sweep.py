@@ -16,19 +16,24 @@ each of ``sweep.thresholds`` per seed and with a t-interval over seeds
 (:func:`rhmdiff.analysis.sample_complexity.p_star_statistics`, interpolated in log P), the
 exponent of P* vs m with its interval (:func:`~rhmdiff.analysis.sample_complexity.power_law_fit`,
 every seed's P* pooled) next to L + 1, and the convergence check: at the two grid points
-nearest each crossing, for the seeds ``sweep.check_seeds``, the run with ``sweep.check_generated``
+nearest each crossing at the thresholds ``sweep.check_thresholds``, for the seeds ``sweep.check_seeds``, the run with ``sweep.check_generated``
 sequences, the same with twice the steps and the same with twice the width, each difference
 of A_L with its standard error. Writes ``sweep.json`` and ``sweep.png``.
 
 ``sweep.workers`` > 1 trains that many points at a time, each in its own process pinned to
 one CPU core with single-threaded XLA (on CPUs only; the numbers are those of one process:
-XLA:CPU gives the same bits with one thread or two).
+XLA:CPU gives the same bits with one thread or two). A SIGTERM or a Ctrl-C of the sweep is
+passed on to the workers as SIGTERM (each worker's trainer saves a checkpoint and stops, and
+points not started are cancelled); the sweep then stops as a preempted run does (exit 143, or
+130 after a Ctrl-C), and its rerun resumes the points.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
 import os
+import signal
+import threading
 
 import jax
 import ml_collections
@@ -43,9 +48,11 @@ from rhmdiff.analysis.sample_complexity import p_star_statistics, power_law_fit
 from rhmdiff.files import as_path, read_json
 from rhmdiff.tasks import finish
 from rhmdiff.tasks import rhm as rhm_task
+from rhmdiff.train import Preempted
 
 MUTABLE = ("sweep.train_sizes", "sweep.relative_sizes", "sweep.m_values", "sweep.seeds", "sweep.thresholds",
-           "sweep.metric", "sweep.check_seeds", "sweep.check_generated", "sweep.workers", *rhm_task.MUTABLE)
+           "sweep.metric", "sweep.check_seeds", "sweep.check_thresholds", "sweep.check_generated", "sweep.workers",
+           *rhm_task.MUTABLE)
 OUTPUTS = ("sweep.json", "sweep.png")  # and one marked rhm sub-run per point
 POINT_KEYS = ("accuracy", "tuple_accuracy", "novel_accuracy", "memorized_fraction", "copy_null", "valid_fraction",
               "novel_valid_fraction", "num_generated", "val_loss", "best_step", "steps", "stopped_early")
@@ -70,6 +77,9 @@ def validate(config) -> None:
         raise check.ConfigError("sweep.thresholds", f"must be a non-empty list of numbers in (0, 1], got {thresholds!r}")
     check.choice(config, "sweep.metric", ("accuracy", "novel_accuracy"))
     check.integer(config, "sweep.check_generated", 1)
+    if not set(check.get(config, "sweep.check_thresholds")) <= set(thresholds):
+        raise check.ConfigError("sweep.check_thresholds", f"must be some of sweep.thresholds = {list(thresholds)}, "
+                                f"got {config.sweep.check_thresholds!r}")
     check.integer(config, "sweep.workers", 1, os.cpu_count() or 1)
     seeds = check.get(config, "sweep.check_seeds")
     if not isinstance(seeds, (list, tuple)) or not set(seeds) <= set(config.sweep.seeds):
@@ -164,25 +174,41 @@ def summarize(config, points: list[dict]) -> tuple[list, list, list]:
                                               0).tolist()})
         if len(Ps) >= 2:
             metric = np.array([[by_seed[seed][P][sw.metric][L - 1] for P in Ps] for seed in complete])
-            stars.append({"m": m, "seeds": complete, "thresholds": [p_star_statistics(Ps, metric, t)
-                                                                   for t in sw.thresholds]})
+            chance = theory.top_rule_chance(config.rhm.v, m, config.rhm.s)
+            above = np.array([[above_chance(by_seed[seed][P]["accuracy"], chance) for P in Ps] for seed in complete])
+            stars.append({"m": m, "seeds": complete, "chance": chance,
+                          "thresholds": [p_star_statistics(Ps, metric, t) for t in sw.thresholds],
+                          "above_chance": [p_star_statistics(Ps, above, t) for t in sw.thresholds]})
     exponents = []
-    for i, threshold in enumerate(sw.thresholds):
-        xs = [row["m"] for row in stars for _ in row["thresholds"][i]["per_seed"]]
-        ys = [p for row in stars for p in row["thresholds"][i]["per_seed"]]
-        finite = {x for x, y in zip(xs, ys) if np.isfinite(y)}
-        if len(finite) >= 2:
-            exponents.append({"threshold": threshold, **power_law_fit(xs, ys), "theory": L + 1})
+    for key in ("thresholds", "above_chance"):
+        for i, threshold in enumerate(sw.thresholds):
+            xs = [row["m"] for row in stars for _ in row[key][i]["per_seed"]]
+            ys = [p for row in stars for p in row[key][i]["per_seed"]]
+            finite = {x for x, y in zip(xs, ys) if np.isfinite(y)}
+            if len(finite) >= 2:
+                exponents.append({"threshold": threshold, "of": "metric" if key == "thresholds" else key,
+                                  **power_law_fit(xs, ys), "theory": L + 1})
     return curves, stars, exponents
 
 
+def above_chance(accuracy, chance: float) -> float:
+    """A_L above chance: the fraction of the sequences valid up to level L - 1 whose top rule
+    holds, rescaled so that 0 is chance (a uniformly random top-level tuple is one of the
+    productions with probability ``chance``, :func:`rhmdiff.theory.top_rule_chance`) and 1 is
+    all of them: ``(A_L / A_{L-1} - chance) / (1 - chance)`` (NaN when no sequence is valid
+    up to L - 1)."""
+    below, top = accuracy[-2] if len(accuracy) > 1 else 1.0, accuracy[-1]
+    return (top / below - chance) / (1 - chance) if below > 0 else float("nan")
+
+
 def convergence_points(config, stars: list[dict]) -> list[tuple[int, int]]:
-    """The two grid points of each m nearest (in log P) to each crossing of the seed-mean curve."""
+    """The two grid points of each m nearest (in log P) to each crossing of the seed-mean curve
+    at the thresholds ``sweep.check_thresholds``."""
     out = []
     for row in stars:
         Ps = grid(config, row["m"])
-        for st in row["thresholds"]:
-            if np.isfinite(st["mean_curve"]):
+        for threshold, st in zip(config.sweep.thresholds, row["thresholds"]):
+            if threshold in config.sweep.check_thresholds and np.isfinite(st["mean_curve"]):
                 nearest = sorted(Ps, key=lambda P: abs(np.log(P / st["mean_curve"])))[:2]
                 out += [(row["m"], P) for P in nearest]
     return sorted(set(out))
@@ -213,15 +239,18 @@ def convergence_check(config, workdir, stars: list[dict]) -> list[dict]:
 
 def _pin_worker(cores, verbosity: int) -> None:
     """A worker process: one CPU core, single-threaded XLA (before JAX starts its backend), the
-    parent's log level."""
-    from rhmdiff._util import quiet_orbax
+    parent's log level; Ctrl-C and SIGTERM left to the parent (:class:`_PassStops`), except the
+    SIGTERM that the trainer takes while it trains."""
+    from rhmdiff._util import quiet_logs
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     core = cores.get()
     os.sched_setaffinity(0, {core})
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     logging.use_absl_handler()
     logging.set_verbosity(verbosity)
-    quiet_orbax()
+    quiet_logs()
 
 
 def _run_point_in_worker(config_dict: dict, subdir: str) -> dict:
@@ -236,14 +265,65 @@ def run_points(config, jobs: list[tuple]) -> list[dict]:
     if jax.process_count() > 1 or jax.default_backend() != "cpu":
         raise check.ConfigError("sweep.workers", f"must be 1 outside a single CPU process (backend "
                                 f"{jax.default_backend()}, {jax.process_count()} processes), got {workers}")
+    return in_workers(_run_point_in_worker, [(c.to_dict(), os.fspath(d)) for c, d in jobs], workers)
+
+
+def in_workers(fn, calls: list[tuple], workers: int) -> list:
+    """``[fn(*args) for args in calls]`` in ``workers`` spawned processes, each pinned to a core
+    (:func:`_pin_worker`). A SIGTERM or Ctrl-C of this process stops them (:class:`_PassStops`):
+    the calls not started are cancelled, and :class:`Preempted` follows once the others ended."""
     context = multiprocessing.get_context("spawn")
     cores = context.Queue()
     for i in range(workers):
         cores.put(sorted(os.sched_getaffinity(0))[i % len(os.sched_getaffinity(0))])
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_pin_worker,
-                                                initargs=(cores, logging.get_verbosity())) as pool:
-        futures = [pool.submit(_run_point_in_worker, c.to_dict(), os.fspath(d)) for c, d in jobs]
+                                                initargs=(cores, logging.get_verbosity())) as pool, \
+            _PassStops(pool) as stops:
+        futures = [pool.submit(fn, *args) for args in calls]
+        pending = set(futures)
+        while pending:
+            pending = concurrent.futures.wait(pending, timeout=1.0).not_done
+            if stops.signum:  # again each second: a call the executor had already queued may have started
+                for future in pending:
+                    future.cancel()
+                stops.pass_on()
+        if stops.signum:
+            unfinished = sum(1 for f in futures if f.cancelled() or f.exception() is not None)
+            raise Preempted(f"stopped by {signal.Signals(stops.signum).name} with {unfinished} of {len(calls)} "
+                            "calls unfinished (each stopped trainer saved a checkpoint)", stops.signum)
         return [f.result() for f in futures]
+
+
+class _PassStops:
+    """While the workers of ``pool`` run: a SIGTERM or a Ctrl-C (SIGINT) of this process is
+    recorded in ``signum`` (0: none) and sent on to every worker as SIGTERM (:meth:`pass_on`),
+    whose trainer then saves a checkpoint and stops (a worker ignores it outside training).
+    Main thread only; the previous handlers are restored on exit."""
+
+    def __init__(self, pool: concurrent.futures.ProcessPoolExecutor):
+        self.pool, self.signum, self._previous = pool, 0, {}
+
+    def _stop(self, signum, _frame):
+        if not self.signum:
+            logging.warning("%s: stopping the sweep's workers (each trainer saves a checkpoint)",
+                            signal.Signals(signum).name)
+        self.signum = self.signum or signum
+        self.pass_on()
+
+    def pass_on(self) -> None:
+        for process in list(self.pool._processes.values()):  # noqa: SLF001 -- the executor's own worker processes
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        return False
 
 
 def grid_points(config, workdir) -> list[dict]:
