@@ -99,8 +99,8 @@ def paired_ratios(numerator: dict, denominator: dict, level: float = 0.95) -> di
     each (e.g. the diffusion model's and a clustering algorithm's, both on the grammar of that
     seed), over the seeds both have with finite P*: the per-seed ratios, their geometric mean
     and its t-interval (:func:`t_interval` on the log ratios, paired by grammar)."""
-    seeds = sorted(s for s in set(numerator) & set(denominator)
-                   if np.isfinite(numerator[s]) and np.isfinite(denominator[s]))
+    finite = lambda x: x is not None and np.isfinite(x)  # a results file stores an infinite P* as null
+    seeds = sorted(s for s in set(numerator) & set(denominator) if finite(numerator[s]) and finite(denominator[s]))
     ratios = [numerator[s] / denominator[s] for s in seeds]
     stats = t_interval(np.log(ratios), level)
     return {"seeds": seeds, "per_seed": ratios, "ratio": float(np.exp(stats["mean"])) if seeds else float("nan"),
