@@ -625,7 +625,7 @@ def fit(config, workdir, *, init_params: Callable, loss_fn: Callable, batches: C
     except BaseException:  # an error or a second Ctrl-C: the saves in flight still complete
         _close_all(feed, bar, ckpt, writer, quietly=True)
         raise
-    _close_all(feed, bar, ckpt, writer)
+    _close_all(ckpt, writer)  # (the feed and the bar were closed after the loop)
     return fitted
 
 
