@@ -443,6 +443,20 @@ def test_floor_subtraction_and_effective_support_against_numpy():
     assert np.mean(norms) == pytest.approx(noise_floor(8, 2000), rel=0.03)
 
 
+def test_nearest_distances_against_a_loop():
+    """The Hamming distance to the nearest reference row, against a plain double loop, across
+    chunk boundaries; a copy is at distance 0."""
+    from rhmdiff.analysis.correlations import nearest_distances
+    rng = np.random.default_rng(1)
+    ref, x = rng.integers(0, 3, (40, 6)), rng.integers(0, 3, (301, 6))
+    x[:5] = ref[7:12]
+    expected = [min(sum(int(a != b) for a, b in zip(row, r)) for r in ref) for row in x]
+    np.testing.assert_array_equal(nearest_distances(x, ref, chunk_size=64), expected)
+    assert (nearest_distances(x, ref)[:5] == 0).all()
+    with pytest.raises(ValueError, match="reference"):
+        nearest_distances(x, ref[:, :5])
+
+
 def test_the_top_rule_above_chance():
     """A model that has the levels below right and draws the top-level tuple at random satisfies
     the top rule with probability f = m / v^{s-1} (counted here over all tuples of an enumerated

@@ -272,6 +272,8 @@ def test_sweep_task_trains_each_point_once(tmp_path):
     row = next(r for r in res["runs"] if r["P"] == 64)
     from rhmdiff.analysis.correlations import token_correlation
     np.testing.assert_allclose(row["correlation"][1:], token_correlation(samples, 4)[1:], rtol=1e-12)
+    assert len(row["near_training"]) == 9 and row["near_training"][-1] == 1.0  # d = 8: every row within 8
+    assert np.all(np.diff(row["near_training"]) >= 0) and len(row["data_near_training"]) == 9
     again = run_main(corr_dir, *corr_args, config="configs/correlations.py")  # the samples are read back
     assert again.returncode == 0 and "generating" not in again.stderr
     score = tmp_path / "score_error"  # the denoisers against the Bayes-optimal one

@@ -120,3 +120,14 @@ def effective_support(tokens) -> float:
     _, counts = np.unique(x.view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel(), return_counts=True)
     collisions = float(np.sum(counts * (counts - 1.0))) / (n * (n - 1.0))
     return 1.0 / collisions if collisions > 0 else float("inf")
+
+
+def nearest_distances(tokens, reference, chunk_size: int = 256) -> np.ndarray:
+    """``int[N]``: the Hamming distance from each row of ``tokens [N, d]`` to the nearest row
+    of ``reference [M, d]`` (the training set: 0 for a copy, 1 for a sequence one token away
+    from a training point). Computed in chunks of ``chunk_size`` rows (memory N_chunk x M x d)."""
+    x, ref = np.asarray(tokens), np.asarray(reference)
+    if x.ndim != 2 or ref.ndim != 2 or x.shape[1] != ref.shape[1] or not len(ref):
+        raise ValueError(f"tokens [N, d] and a non-empty reference [M, d] are needed, got {x.shape} and {ref.shape}")
+    return np.concatenate([(x[i:i + chunk_size, None, :] != ref[None]).sum(-1).min(1)
+                           for i in range(0, len(x), chunk_size)] or [np.zeros(0, np.int64)])

@@ -13,8 +13,10 @@ correlation with the floor subtracted in quadrature, and the effective support `
 of the generated distribution, estimated from the collisions among the samples
 (:func:`~rhmdiff.analysis.correlations.effective_support`). A distribution on K equally likely
 sequences has, at every distance, the extra correlation ``(1 - 1/v) / sqrt(K)`` of a finite
-sample of K: ``support_floor``. Rows are averaged over the runs of each P (mean and standard
-error over seeds), next to the theory curve :func:`rhmdiff.theory.token_correlation_curve`
+sample of K: ``support_floor``. ``near_training[k]``: the fraction of the generated sequences
+within Hamming distance k of a training point, next to ``data_near_training[k]``, the same
+fraction for exact samples (a sampler of the true distribution). Rows are averaged over the
+runs of each P (mean and standard error over seeds), next to the theory curve :func:`rhmdiff.theory.token_correlation_curve`
 (red dashed in Fig. 1c). Writes ``correlations.json`` and ``correlations.png``.
 """
 from __future__ import annotations
@@ -59,22 +61,33 @@ def generated(config, workdir, run_dir, results: dict) -> np.ndarray:
     return x
 
 
-def measure(name: str, x: np.ndarray, v: int) -> dict:
+def measure(name: str, x: np.ndarray, v: int, train_x: np.ndarray | None = None) -> dict:
     """The correlation curve of ``x`` with its floor, the floor-subtracted curve, the fraction
-    of distinct sequences and the effective support."""
+    of distinct sequences, the effective support and, given the training set ``train_x``, the
+    fraction of ``x`` within each Hamming distance 0..d of a training point."""
     corr = correlations.token_correlation(x, v)
     floor = correlations.noise_floor(v, len(x))
     support = correlations.effective_support(x)
     return {"name": name, "num": int(len(x)), "correlation": corr.tolist(), "noise_floor": floor,
             "corrected": correlations.subtract_floor(corr, floor).tolist(),
             "distinct_fraction": float(len(np.unique(x, axis=0)) / len(x)), "effective_support": support,
-            "support_floor": (1 - 1 / v) / np.sqrt(support)}
+            "support_floor": (1 - 1 / v) / np.sqrt(support),
+            **({} if train_x is None else {"near_training": near_training(x, train_x)})}
+
+
+def near_training(x: np.ndarray, train_x: np.ndarray) -> list[float]:
+    """Entry k: the fraction of the rows of ``x`` at Hamming distance <= k from a training point."""
+    counts = np.bincount(correlations.nearest_distances(x, train_x), minlength=x.shape[1] + 1)
+    return (np.cumsum(counts) / len(x)).tolist()
 
 
 def mean_rows(name: str, rows: list[dict]) -> dict:
     """The seed mean and standard error of the curves of ``rows``."""
     out = {"name": name, "num": rows[0]["num"], "n_seeds": len(rows), "noise_floor": rows[0]["noise_floor"]}
-    for key in ("correlation", "corrected", "distinct_fraction", "effective_support", "support_floor"):
+    for key in ("correlation", "corrected", "distinct_fraction", "effective_support", "support_floor",
+                "near_training", "data_near_training"):
+        if key not in rows[0]:
+            continue
         values = np.array([r[key] for r in rows], float)
         out[key] = values.mean(0).tolist()
         out[f"{key}_se"] = (values.std(0, ddof=1) / np.sqrt(len(rows))).tolist() if len(rows) > 1 else None
@@ -84,7 +97,7 @@ def mean_rows(name: str, rows: list[dict]) -> dict:
 def run(config, workdir) -> dict:
     cc = config.correlations
     found = runs.trained_rhm_runs(cc.sources, "correlations.sources")
-    by_P, data, grammars = {}, {}, {}
+    by_P, data, samples, grammars = {}, {}, {}, {}
     for run_dir, results in found:
         stored = runs.rhm_config(results)
         g = from_config.grammar(stored)
@@ -92,13 +105,16 @@ def run(config, workdir) -> dict:
         if grammar_key not in data:
             x = np.asarray(rhm.sample(jax.random.fold_in(jax.random.PRNGKey(config.seed), stored.rhm.seed), g,
                                       cc.num_data)[0])
-            data[grammar_key], grammars[grammar_key] = measure(f"RHM data (seed {stored.rhm.seed})", x, g.v), g
-        row = measure(run_dir.name, generated(config, workdir, run_dir, results), g.v)
+            data[grammar_key], samples[grammar_key], grammars[grammar_key] = (
+                measure(f"RHM data (seed {stored.rhm.seed})", x, g.v), x, g)
+        train_x = np.asarray(from_config.splits(stored, g)["train"][0])
+        row = measure(run_dir.name, generated(config, workdir, run_dir, results), g.v, train_x)
         row.update(P=results["train_size"], seed=stored.rhm.seed, copies=results["memorized_fraction"],
-                   copy_null=results.get("copy_null"))
+                   copy_null=results.get("copy_null"), data_near_training=near_training(samples[grammar_key], train_x))
         by_P.setdefault(results["train_size"], []).append(row)
-        logging.info("%s: C(t) = %s, effective support %.4g", run_dir.name, np.round(row["correlation"][1:], 4).tolist(),
-                     row["effective_support"])
+        logging.info("%s: C(t) = %s, effective support %.4g, within Hamming distance 2 of a training point %.3f "
+                     "(exact samples %.3f)", run_dir.name, np.round(row["correlation"][1:], 4).tolist(),
+                     row["effective_support"], row["near_training"][2], row["data_near_training"][2])
     g = next(iter(grammars.values()))
     curves = [mean_rows("RHM data", list(data.values()))] + [
         {**mean_rows(f"P = {P}", rows), "P": P} for P, rows in sorted(by_P.items())]
@@ -106,6 +122,8 @@ def run(config, workdir) -> dict:
                "runs": [r for _, rows in sorted(by_P.items()) for r in rows], "data": list(data.values()),
                "theory": theory.token_correlation_curve(g.v, g.m, g.s, g.L).tolist()}
     lines = [f"{c['name']} (N={c['num']}, {c['n_seeds']} seeds): C(t) = {np.round(c['correlation'][1:], 4).tolist()}, "
-             f"effective support {c['effective_support']:.4g}" for c in curves]
+             f"effective support {c['effective_support']:.4g}" + (
+                 f", within Hamming distance 2 of a training point {c['near_training'][2]:.3f} "
+                 f"(exact samples {c['data_near_training'][2]:.3f})" if "near_training" in c else "") for c in curves]
     lines.append(f"noise floor at N = {curves[0]['num']}: {curves[0]['noise_floor']:.4f}")
     return finish(config, workdir, results, "correlations.json", figures.plot_rhm_correlations, "\n".join(lines))
