@@ -16,8 +16,8 @@ sequences has, at every distance, the extra correlation ``(1 - 1/v) / sqrt(K)`` 
 sample of K: ``support_floor``. ``near_training[k]``: the fraction of the generated sequences
 within Hamming distance k of a training point, next to ``data_near_training[k]``, the same
 fraction for exact samples (a sampler of the true distribution). Rows are averaged over the
-runs of each P (mean and standard error over seeds), next to the theory curve :func:`rhmdiff.theory.token_correlation_curve`
-(red dashed in Fig. 1c). Writes ``correlations.json`` and ``correlations.png``.
+runs of each P (mean and standard error over seeds), next to the theory curve
+:func:`rhmdiff.theory.token_correlation_curve` (red dashed in Fig. 1c). Writes ``correlations.json`` and ``correlations.png``.
 """
 from __future__ import annotations
 
@@ -61,18 +61,16 @@ def generated(config, workdir, run_dir, results: dict) -> np.ndarray:
     return x
 
 
-def measure(name: str, x: np.ndarray, v: int, train_x: np.ndarray | None = None) -> dict:
+def measure(name: str, x: np.ndarray, v: int) -> dict:
     """The correlation curve of ``x`` with its floor, the floor-subtracted curve, the fraction
-    of distinct sequences, the effective support and, given the training set ``train_x``, the
-    fraction of ``x`` within each Hamming distance 0..d of a training point."""
+    of distinct sequences and the effective support."""
     corr = correlations.token_correlation(x, v)
     floor = correlations.noise_floor(v, len(x))
     support = correlations.effective_support(x)
     return {"name": name, "num": int(len(x)), "correlation": corr.tolist(), "noise_floor": floor,
             "corrected": correlations.subtract_floor(corr, floor).tolist(),
             "distinct_fraction": float(len(np.unique(x, axis=0)) / len(x)), "effective_support": support,
-            "support_floor": (1 - 1 / v) / np.sqrt(support),
-            **({} if train_x is None else {"near_training": near_training(x, train_x)})}
+            "support_floor": (1 - 1 / v) / np.sqrt(support)}
 
 
 def near_training(x: np.ndarray, train_x: np.ndarray) -> list[float]:
@@ -108,9 +106,11 @@ def run(config, workdir) -> dict:
             data[grammar_key], samples[grammar_key], grammars[grammar_key] = (
                 measure(f"RHM data (seed {stored.rhm.seed})", x, g.v), x, g)
         train_x = np.asarray(from_config.splits(stored, g)["train"][0])
-        row = measure(run_dir.name, generated(config, workdir, run_dir, results), g.v, train_x)
+        x = generated(config, workdir, run_dir, results)
+        row = measure(run_dir.name, x, g.v)
         row.update(P=results["train_size"], seed=stored.rhm.seed, copies=results["memorized_fraction"],
-                   copy_null=results.get("copy_null"), data_near_training=near_training(samples[grammar_key], train_x))
+                   copy_null=results.get("copy_null"), near_training=near_training(x, train_x),
+                   data_near_training=near_training(samples[grammar_key], train_x))
         by_P.setdefault(results["train_size"], []).append(row)
         logging.info("%s: C(t) = %s, effective support %.4g, within Hamming distance 2 of a training point %.3f "
                      "(exact samples %.3f)", run_dir.name, np.round(row["correlation"][1:], 4).tolist(),
