@@ -7,7 +7,7 @@ models of the P sweep, next to the data's (run ``configs/sweep_P.py`` first).
 
 The default sources are three m = 3 points of ``configs/sweep_P.py:cpu`` -- P = 104 (below
 P_1 = 115), 1037 (P_3) and 4128 (4 P_3) -- with every seed (the convergence-check variants,
-``..._steps2x`` / ``..._width2x``, are left out; the second command takes every P): 8192
+``..._steps2x``, ``..._width2x``, ``..._reseed``, are left out; the second command takes every P): 8192
 sequences generated from each model's best parameters (about 13 minutes a model on a shared
 CPU core) and 8192 exact samples of each seed's grammar, so that the noise floor,
 (1 - 1/v) / sqrt(N) = 0.0097, lies below the data's correlation at every distance.

@@ -17,7 +17,7 @@ in muP at lr 0.1, the `hybrid` objective, evaluated with an EMA of the parameter
 noise ~0.03 bits per token instead of ~0.2 with one draw), the best of at most 40,000 steps,
 stopping 10 validations after the best; 512 generated sequences per point. The convergence
 check reruns the two points nearest each crossing of A_L = 0.5 and 0.7 (seed 0, 4096
-sequences) with twice the steps and with twice the width. P* at A_L = 0.3, 0.5, 0.7 and 0.8,
+sequences) with twice the steps, with twice the width and with another training seed. P* at A_L = 0.3, 0.5, 0.7 and 0.8,
 and at the same values of A_L above chance (the top rule satisfied beyond the fraction m/v of
 level-2 pairs that are productions by chance). Two points train at a time
 (``sweep.workers``), one per core.

@@ -231,6 +231,48 @@ def test_clustering_sweep_task_and_figures_command(tmp_path):
     assert missing.returncode == 1 and "no clustering_sweep.json" in missing.stderr
 
 
+def test_convergence_check_rows_and_training_noise(monkeypatch, tmp_path):
+    """The convergence check on fake trainings (A_L set per variant): each variant's config, the
+    difference and its binomial standard error written out by hand, the training noise as a
+    plain loop."""
+    from conftest import load_config
+    from rhmdiff.tasks import sweep
+    config = load_config("sweep_P")
+    config.sweep.update(m_values=(3,), check_thresholds=(0.5,))
+    A = {"": 0.50, "steps2x": 0.52, "width2x": 0.43, "reseed": 0.48}  # base: 4096 sequences, variants 1024
+    asked = []
+
+    def fake_run_points(config, jobs):
+        asked.extend(jobs)
+        out = []
+        for c, d in jobs:
+            variant = d.name.split("_seed0")[1].lstrip("_")
+            acc = A[variant] - (0.02 if variant == "reseed" and "P654" in d.name else 0.0)
+            out.append({"accuracy": [1.0, 1.0, acc], "num_generated": 4096 if not variant else 1024, "best_step": 7})
+        return out
+    monkeypatch.setattr(sweep, "run_points", fake_run_points)
+    stars = [{"m": 3, "thresholds": [{"mean_curve": 500.0} if t == 0.5 else {"mean_curve": np.nan}
+                                     for t in config.sweep.thresholds]}]
+    rows = sweep.convergence_check(config, tmp_path, stars)
+    assert [(r["m"], r["P"]) for r in rows] == [(3, 413), (3, 654)]  # the grid points nearest 500 in log P
+    by_name = {d.name: c for c, d in asked}
+    assert by_name["m3_P413_seed0_steps2x"].train.num_steps == 2 * config.train.num_steps
+    assert by_name["m3_P413_seed0_width2x"].model.width == 2 * config.model.width
+    assert (by_name["m3_P413_seed0_reseed"].seed, by_name["m3_P413_seed0_reseed"].rhm.seed) == (1000, 0)
+    assert by_name["m3_P413_seed0"].eval.num_generated == config.sweep.check_generated
+    first = rows[0]
+    assert first["steps2x"]["difference"] == pytest.approx(0.02)
+    assert first["steps2x"]["se"] == pytest.approx(np.sqrt(0.5 * 0.5 / 4096 + 0.52 * 0.48 / 1024))
+    assert first["steps2x"]["passed"] and not first["width2x"]["passed"]  # 0.02 < 0.03 and < 2 x 0.017; 0.07 is not
+    diffs = []
+    for row in rows:
+        diffs.append(row["reseed"]["difference"])
+    rms = (sum(d * d for d in diffs) / len(diffs)) ** 0.5
+    noise = sweep.training_noise(rows)
+    assert noise["rms"] == pytest.approx(np.sqrt((0.02 ** 2 + 0.04 ** 2) / 2)) == pytest.approx(rms)
+    assert (noise["points"], noise["doublings"], noise["doublings_within_2rms"]) == (2, 4, 2)  # |0.02| < 0.063, |-0.07| not
+
+
 def test_sweep_task_trains_each_point_once(tmp_path):
     workdir = tmp_path / "sweep"
     args = [*TINY_RHM, "--config.sweep.train_sizes=(16, 64)", "--config.sweep.relative_sizes=()",

@@ -17,8 +17,10 @@ each of ``sweep.thresholds`` per seed and with a t-interval over seeds
 exponent of P* vs m with its interval (:func:`~rhmdiff.analysis.sample_complexity.power_law_fit`,
 every seed's P* pooled) next to L + 1, and the convergence check: at the two grid points
 nearest each crossing at the thresholds ``sweep.check_thresholds``, for the seeds ``sweep.check_seeds``, the run with ``sweep.check_generated``
-sequences, the same with twice the steps and the same with twice the width, each difference
-of A_L with its standard error. Writes ``sweep.json`` and ``sweep.png``.
+sequences, the same with twice the steps, the same with twice the width and the same with
+another training seed (the same grammar), each difference of A_L with its standard error; the
+retrained runs give the training noise that a doubling is compared with. Writes
+``sweep.json`` and ``sweep.png``.
 
 ``sweep.workers`` > 1 trains that many points at a time, each in its own process pinned to
 one CPU core with single-threaded XLA (on CPUs only; the numbers are those of one process:
@@ -107,9 +109,14 @@ def grid(config, m: int) -> list[int]:
     return [P for P in candidate_sizes(config, m) if config.train.batch_size <= P <= room]
 
 
+RESEED = 1000  # the training seed of the ``reseed`` variant: seed + RESEED (the grammar stays)
+CHECK_VARIANTS = ("steps2x", "width2x", "reseed")
+
+
 def point_config(config, m: int, P: int, seed: int, variant: str = "") -> ml_collections.ConfigDict:
-    """The ``rhm`` config of one grid point (``variant``: ``"steps2x"`` / ``"width2x"`` for the
-    convergence check, with ``sweep.check_generated`` sequences)."""
+    """The ``rhm`` config of one grid point; for the convergence check (``variant``: ``"base"``,
+    the point itself, or one of :data:`CHECK_VARIANTS`: twice the steps, twice the width, another
+    training seed on the same grammar), with ``sweep.check_generated`` sequences."""
     c = ml_collections.ConfigDict(config.to_dict())
     del c.sweep
     c.task = "rhm"
@@ -122,6 +129,8 @@ def point_config(config, m: int, P: int, seed: int, variant: str = "") -> ml_col
         c.train.num_steps *= 2
     elif variant == "width2x":
         c.model.width *= 2
+    elif variant == "reseed":
+        c.seed = seed + RESEED
     return c
 
 
@@ -216,25 +225,44 @@ def convergence_points(config, stars: list[dict]) -> list[tuple[int, int]]:
 
 def convergence_check(config, workdir, stars: list[dict]) -> list[dict]:
     """At each point of :func:`convergence_points`, for each of ``sweep.check_seeds``: A_L of the
-    run and of the runs with twice the steps and twice the width, with ``sweep.check_generated``
-    sequences each; ``passed`` when each change of A_L is below 0.03 and below two standard
-    errors of the difference (binomial, from the numbers of sequences)."""
-    sw, L, rows = config.sweep, config.rhm.L, []
+    run and of its :data:`CHECK_VARIANTS`, with ``sweep.check_generated`` sequences each, compared
+    by :func:`compare`."""
+    sw, L = config.sweep, config.rhm.L
     keys = [(m, P, seed) for m, P in convergence_points(config, stars) for seed in sw.check_seeds]
-    variants = ("base", "steps2x", "width2x")
+    variants = ("base", *CHECK_VARIANTS)
     jobs = [(point_config(config, *k, variant), workdir / point_name(*k, "" if variant == "base" else variant))
             for k in keys for variant in variants]
     done = iter(run_points(config, jobs))
+    rows = []
     for m, P, seed in keys:
-        base, *doubled = (next(done) for _ in variants)
+        base, *others = (next(done) for _ in variants)
         row = {"m": m, "P": P, "seed": seed, "A_L": base[sw.metric][L - 1], "num_generated": base["num_generated"]}
-        for variant, res in zip(variants[1:], doubled):
-            a, b = row["A_L"], res[sw.metric][L - 1]
-            se = float(np.sqrt(a * (1 - a) / row["num_generated"] + b * (1 - b) / res["num_generated"]))
-            row[variant] = {"A_L": b, "difference": b - a, "se": se, "best_step": res["best_step"],
-                            "passed": bool(abs(b - a) < 0.03 and abs(b - a) < 2 * max(se, 1e-12))}
+        for variant, res in zip(CHECK_VARIANTS, others):
+            row[variant] = {**compare(row["A_L"], row["num_generated"], res[sw.metric][L - 1], res["num_generated"]),
+                            "best_step": res["best_step"]}
         rows.append(row)
     return rows
+
+
+def compare(a: float, n_a: int, b: float, n_b: int) -> dict:
+    """A_L = ``b`` of a rerun against ``a`` of the run, from ``n_b`` and ``n_a`` generated
+    sequences: the difference, its binomial standard error, and ``passed`` when the difference
+    is below 0.03 and below two standard errors."""
+    se = float(np.sqrt(a * (1 - a) / n_a + b * (1 - b) / n_b))
+    return {"A_L": b, "difference": b - a, "se": se, "passed": bool(abs(b - a) < 0.03 and abs(b - a) < 2 * max(se, 1e-12))}
+
+
+def training_noise(checks: list[dict]) -> dict | None:
+    """The change of A_L that retraining alone makes: the root mean square of the ``reseed``
+    differences over the checked points (a doubling that changes nothing is another training of
+    the same grammar, so its difference has that size), and how many doublings move A_L by less
+    than twice it."""
+    if not checks:
+        return None
+    rms = float(np.sqrt(np.mean([row["reseed"]["difference"] ** 2 for row in checks])))
+    doublings = [abs(row[v]["difference"]) for row in checks for v in ("steps2x", "width2x")]
+    return {"rms": rms, "points": len(checks), "doublings": len(doublings),
+            "doublings_within_2rms": sum(d < 2 * rms for d in doublings)}
 
 
 def _pin_worker(cores, verbosity: int) -> None:
@@ -346,7 +374,8 @@ def run(config, workdir) -> dict:
     skipped = {f"m{m}": sorted(set(candidate_sizes(config, m)) - set(grid(config, m))) for m in sw.m_values}
     results = {"task": "sweep", "L": config.rhm.L, "v": config.rhm.v, "s": config.rhm.s, "metric": sw.metric,
                "thresholds": list(sw.thresholds), "points": points, "skipped": skipped, "curves": curves,
-               "p_star": stars, "exponents": exponents, "convergence": checks}
+               "p_star": stars, "exponents": exponents, "convergence": checks,
+               "training_noise": training_noise(checks)}
     return finish(config, workdir, results, "sweep.json", figures.plot_sweep, summary(results))
 
 
@@ -361,5 +390,8 @@ def summary(results: dict) -> str:
                      f"(theory L + 1 = {e['theory']})")
     passed = [c[v]["passed"] for c in results["convergence"] for v in ("steps2x", "width2x")]
     if passed:
-        lines.append(f"convergence check: {sum(passed)} of {len(passed)} doublings move A_L by < 0.03 and < 2 SE")
+        noise = results["training_noise"]
+        lines.append(f"convergence check: {sum(passed)} of {len(passed)} doublings move A_L by < 0.03 and < 2 SE; "
+                     f"another training seed moves it by {noise['rms']:.3f} rms ({noise['points']} points), and "
+                     f"{noise['doublings_within_2rms']} of {len(passed)} doublings by less than twice that")
     return "\n".join(lines)
