@@ -270,7 +270,7 @@ def test_convergence_check_rows_and_training_noise(monkeypatch, tmp_path):
     rms = (sum(d * d for d in diffs) / len(diffs)) ** 0.5
     noise = sweep.training_noise(rows)
     assert noise["rms"] == pytest.approx(np.sqrt((0.02 ** 2 + 0.04 ** 2) / 2)) == pytest.approx(rms)
-    assert (noise["points"], noise["doublings"], noise["doublings_within_2rms"]) == (2, 4, 2)  # |0.02| < 0.063, |-0.07| not
+    assert (noise["points"], noise["width_doublings_within_2rms"]) == (2, 0)  # |-0.07| > 0.063 at both points
 
 
 def test_sweep_task_trains_each_point_once(tmp_path):

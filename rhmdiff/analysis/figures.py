@@ -59,12 +59,13 @@ def _save(fig, path) -> None:
 
 def plot_clustering_sweep(results: dict, path: str) -> None:
     """Left: the clustering score vs P per m (mean over grammars), one row per L, one line
-    style per variant. Right: P* vs m at the first threshold, 95% intervals over grammars, the
+    style per variant. Right: P* vs m at the last (highest) threshold, where the score has left
+    its small-P floor, 95% intervals over grammars, the
     fitted power law of each variant and the theory's P_L ~ m^{L+1} (Fig. 2 / Fig. 7)."""
     Ls = sorted({row["L"] for row in results["summary"]})
     fig, axes = plt.subplots(len(Ls), 2, figsize=(11, 4.2 * len(Ls)), squeeze=False)
     P = np.asarray(results["train_sizes"])
-    threshold = results["thresholds"][0]
+    threshold = results["thresholds"][-1]
     for (ax_curve, ax_star), L in zip(axes, Ls):
         ms = sorted({c["m"] for c in results["curves"] if c["L"] == L})
         cmap = plt.get_cmap("viridis", len(ms))
@@ -83,12 +84,12 @@ def plot_clustering_sweep(results: dict, path: str) -> None:
             if row["L"] != L:
                 continue
             m = np.asarray(row["m"], float)
-            stars = row["p_star"][0]
+            stars = row["p_star"][-1]
             star = np.array([_number(st["p_star"]) for st in stars])
             ci = np.array([[_number(b) for b in st["ci"]] for st in stars])
             ok = np.isfinite(star)
             color = CONTEXT_COLORS[row["context"]]
-            fit = row["exponents"][0]
+            fit = row["exponents"][-1]
             label = row["context"] + (f": {_number(fit['exponent']):.2f}{_interval(fit.get('ci'))}"
                                       if "ci" in fit else "")
             ax_star.errorbar(m[ok], star[ok], yerr=[star[ok] - ci[ok, 0], ci[ok, 1] - star[ok]], fmt="o", ms=4,
