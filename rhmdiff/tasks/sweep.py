@@ -110,7 +110,8 @@ def grid(config, m: int) -> list[int]:
 
 
 RESEED = 1000  # the training seed of the ``reseed`` variant: seed + RESEED (the grammar stays)
-CHECK_VARIANTS = ("steps2x", "width2x", "reseed")
+DOUBLINGS = ("steps2x", "width2x")  # judged by the strict criterion of :func:`compare`
+CHECK_VARIANTS = (*DOUBLINGS, "reseed")
 
 
 def point_config(config, m: int, P: int, seed: int, variant: str = "") -> ml_collections.ConfigDict:
@@ -388,7 +389,7 @@ def summary(results: dict) -> str:
     for e in results["exponents"]:
         lines.append(f"P* vs m at {e['threshold']}: exponent {e['exponent']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] "
                      f"(theory L + 1 = {e['theory']})")
-    passed = [c[v]["passed"] for c in results["convergence"] for v in ("steps2x", "width2x")]
+    passed = [c[v]["passed"] for c in results["convergence"] for v in DOUBLINGS]
     if passed:
         noise = results["training_noise"]
         lines.append(f"convergence check: {sum(passed)} of {len(passed)} doublings move A_L by < 0.03 and < 2 SE; "
