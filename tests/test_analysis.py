@@ -193,7 +193,7 @@ def test_p_star_interpolates_in_log_p():
     from rhmdiff.analysis.sample_complexity import p_star, power_law_fit
     P = [10, 100, 1000, 10000]
     assert p_star(P, [0.1, 0.3, 0.7, 0.9], 0.5) == pytest.approx(10**2.5)
-    assert p_star(P, [0.6, 0.7, 0.8, 0.9], 0.5) == 10
+    assert math.isnan(p_star(P, [0.6, 0.7, 0.8, 0.9], 0.5))  # reached at the first P: below the grid
     assert p_star(P, [0.1, 0.2, 0.3, 0.4], 0.5) == math.inf
     # a synthetic family of sigmoids in log P with known P* = c m^3 gives back exponent 3
     ms = np.array([2, 3, 4, 6])
@@ -415,6 +415,14 @@ def test_p_star_statistics_and_exponent_interval_against_numpy():
     curves = [1 / (1 + (s / grid) ** 1.5) for s in (1e3, 2e3, 1e9)]
     st = p_star_statistics(grid, curves, 0.5)
     assert st["p_star"] == math.inf and st["n_crossed"] == 2 and st["ci"][0] == pytest.approx(1e3, rel=0.01)
+    # a seed above the threshold from the grid's first point (P = 10): not a P* of 10 but an upper
+    # bound, the geometric mean with that seed counted at 10; a sweep of such seeds has no exponent
+    curves = [1 / (1 + (s / grid) ** 1.5) for s in (1e3, 4e3, 1.0)]
+    st = p_star_statistics(grid, curves, 0.5)
+    assert math.isnan(st["p_star"]) and st["n_below"] == 1 and st["n_crossed"] == 2
+    assert st["ci"][0] == 0 and st["ci"][1] == pytest.approx((1e3 * 4e3 * 10) ** (1 / 3), rel=0.01)
+    curves.append(1 / (1 + (1e9 / grid) ** 1.5))  # and one that never crosses: no bound at all
+    assert p_star_statistics(grid, curves, 0.5)["ci"] == [0, math.inf]
     t = t_interval([1.0, 2.0, 4.0])
     assert t["mean"] == pytest.approx(7 / 3) and t["se"] == pytest.approx(np.std([1, 2, 4], ddof=1) / np.sqrt(3))
 

@@ -13,7 +13,8 @@ def log_grid(P_min: int, P_max: int, num: int) -> np.ndarray:
 def p_star(train_sizes, accuracy, threshold: float = 0.5) -> float:
     """The smallest P at which ``accuracy`` reaches ``threshold``, interpolated linearly
     in log P between the last grid point below it and the first one at or above it.
-    ``inf`` if never reached; the first P if reached there already."""
+    ``inf`` if never reached; NaN if reached at the first P already (the crossing lies below
+    the grid: not measured)."""
     P = np.asarray(train_sizes, float)
     a = np.asarray(accuracy, float)
     if P.ndim != 1 or P.shape != a.shape or len(P) == 0:
@@ -25,7 +26,7 @@ def p_star(train_sizes, accuracy, threshold: float = 0.5) -> float:
         return float("inf")
     i = above[0]
     if i == 0:
-        return float(P[0])
+        return float("nan")
     frac = (threshold - a[i - 1]) / (a[i] - a[i - 1])
     return float(np.exp(np.log(P[i - 1]) + frac * (np.log(P[i]) - np.log(P[i - 1]))))
 
@@ -59,18 +60,30 @@ def t_interval(values, level: float = 0.95) -> dict:
 def p_star_statistics(train_sizes, curves, threshold: float, level: float = 0.95) -> dict:
     """P* at ``threshold`` from one accuracy curve per seed (``curves[seed][i]`` at
     ``train_sizes[i]``): ``per_seed`` (:func:`p_star` of each curve; inf where a seed never
-    reaches the threshold), ``mean_curve`` (P* of the seed-averaged curve), and ``p_star``
-    with ``ci``: the geometric mean of the per-seed P* and its t-interval (:func:`t_interval`
-    on log P*), when every seed crosses; otherwise ``p_star`` is inf and the interval
-    ``[lower, inf]`` with the smallest finite per-seed P* (or the grid's end) as its bound."""
+    reaches the threshold, NaN where it is above it from the grid's first point), ``mean_curve``
+    (P* of the seed-averaged curve), ``n_crossed`` (the seeds that cross inside the grid),
+    ``n_below`` (those above the threshold from the first point), and ``p_star`` with ``ci``:
+    the geometric mean of the per-seed P* and its t-interval (:func:`t_interval` on log P*),
+    when every seed crosses inside the grid. Otherwise a bound: where some seed never crosses,
+    ``p_star`` is inf and the interval ``[lower, inf]`` with the smallest finite per-seed P*
+    (or the grid's end) as its bound; where some seed is above the threshold from the first
+    point, ``p_star`` is NaN and the interval ``[0, upper]``, with the geometric mean of the
+    per-seed P* counting those seeds at the first P as its bound (``[0, inf]`` when both)."""
+    P0 = float(np.min(train_sizes))
     per_seed = [p_star(train_sizes, c, threshold) for c in curves]
     finite = [p for p in per_seed if np.isfinite(p)]
-    out = {"threshold": threshold, "per_seed": per_seed, "n_crossed": len(finite), "n_seeds": len(per_seed),
-           "mean_curve": p_star(train_sizes, np.mean(curves, axis=0), threshold)}
+    below = sum(np.isnan(p) for p in per_seed)
+    out = {"threshold": threshold, "per_seed": per_seed, "n_crossed": len(finite), "n_below": int(below),
+           "n_seeds": len(per_seed), "mean_curve": p_star(train_sizes, np.mean(curves, axis=0), threshold)}
     if len(finite) == len(per_seed):
         stats = t_interval(np.log(per_seed), level)
         out.update(p_star=float(np.exp(stats["mean"])), ci=[float(np.exp(b)) for b in stats["ci"]],
                    log_se=stats["se"])
+    elif below and len(finite) + below < len(per_seed):
+        out.update(p_star=float("nan"), ci=[0.0, float("inf")], log_se=float("nan"))
+    elif below:
+        upper = float(np.exp(np.mean(np.log([P0 if np.isnan(p) else p for p in per_seed]))))
+        out.update(p_star=float("nan"), ci=[0.0, upper], log_se=float("nan"))
     else:
         out.update(p_star=float("inf"), ci=[min(finite, default=float(np.max(train_sizes))), float("inf")],
                    log_se=float("nan"))

@@ -385,7 +385,8 @@ def summary(results: dict) -> str:
     for row in results["p_star"]:
         for st in row["thresholds"]:
             lines.append(f"m={row['m']}: P* (A_L >= {st['threshold']}) = {st['p_star']:.4g} "
-                         f"[{st['ci'][0]:.4g}, {st['ci'][1]:.4g}], {st['n_crossed']} of {st['n_seeds']} seeds cross")
+                         f"[{st['ci'][0]:.4g}, {st['ci'][1]:.4g}], {st['n_crossed']} of {st['n_seeds']} seeds cross"
+                         + (f", {st['n_below']} above it from the grid's first P" if st.get("n_below") else ""))
     for e in results["exponents"]:
         lines.append(f"P* vs m at {e['threshold']}: exponent {e['exponent']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] "
                      f"(theory L + 1 = {e['theory']})")
