@@ -11,7 +11,8 @@ seed is another grammar and another training seed.
 m = 2, 3, 4, 3 seeds, P at 9 log-spaced multiples of each m's P_3 of Eq. 6 from 0.1 to 4
 (m = 3: P = 104 ... 4128, from below P_1 = 115 to 4 P_3; points that exceed the language or
 the batch are skipped: m = 2 keeps 7). Above about 1.6 P_3 the 40,000 steps end the training
-early: A_L is too low there (``--config.train.num_steps=80000`` raises it; docs/analyses.md). The `rhmdiff` U-Net at width 128, SGD + momentum
+early: A_L is too low there (``--config.train.num_steps=80000`` raises it at m = 3, from 0.73 to
+0.91 at 4 P_3; at m = 4 80,000 steps still stop near the cap; docs/analyses.md). The `rhmdiff` U-Net at width 128, SGD + momentum
 in muP at lr 0.1, the `hybrid` objective, evaluated with an EMA of the parameters (decay
 0.999); validation every 1000 steps on 256 sequences with 64 noise draws each (the bound's
 noise ~0.03 bits per token instead of ~0.2 with one draw), the best of at most 40,000 steps,
