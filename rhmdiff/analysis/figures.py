@@ -181,7 +181,7 @@ def plot_stages(results: dict, path) -> None:
             ax.axvline(results["P_l"][level - 1], color=colors(level - 1), ls=":", lw=0.8)
     kind = "fresh" if results.get("online") else "training"
     ax.set(xscale="log", ylim=(0, 1.02), xlabel=f"{kind} sequences seen (steps x batch)", ylabel="accuracy A_l",
-           title=f"A_l during training ({stages[0]['num_generated']} sequences per point"
+           title=f"A_l during training\n({stages[0]['num_generated']} sequences per point"
                  + (f", {results['n_runs']} runs" if results.get("n_runs", 1) > 1 else "") + "; dotted: P_l of Eq. 6)")
     ax.legend(fontsize=8)
     _save(fig, path)
