@@ -2,6 +2,14 @@
 stand-in inputs, and the command line run in process."""
 import itertools
 import os
+import signal
+
+# A suite started in the background of a non-interactive shell (`bash .ci/run &`, nohup)
+# inherits SIGINT ignored: Python then installs no KeyboardInterrupt handler, and the command
+# lines the tests start inherit the ignored signal too. The Ctrl-C tests need what a terminal
+# gives: Python's own handler (children started by exec get SIGINT's default back).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The suite runs on the CPU, with 4 fake devices for the data-parallel tests, also on a
 # machine whose JAX sees a GPU or TPU (and so do the command lines it starts).
