@@ -10,7 +10,8 @@ s = 3 it is ~1/m of it, so that a sampler of the exact distribution copies a tra
 ``cpu``: v = 8, s = 5, L = 2 (d = 25 tokens), m in {2, 3, 4}, 3 seeds, P at 8 log-spaced
 multiples of each m's P_2 from 0.1 to 10, the training and evaluation of
 ``configs/sweep_P.py:cpu`` (width 128, EMA, 64 validation draws, at most 40,000 steps) with 128
-validation sequences (the m = 2 language has 512), no convergence check. ``paper``: v = 32, s = 5, m up to 8, P from 2^6 to 2^17.
+validation sequences (the m = 2 language has 512), and the convergence check of the P sweep on
+seed 2 (57 trainings, then 24 for the check). ``paper``: v = 32, s = 5, m up to 8, P from 2^6 to 2^17.
 """
 from rhmdiff.config_base import sibling_config
 
@@ -19,9 +20,9 @@ def get_config(preset: str = "cpu"):
     c = sibling_config(__file__, "sweep_P").get_config(preset)
     c.rhm.update(v=8, m=2, s=5, L=2)
     c.data.update(train_size=64, val_size=128, test_size=0)
-    c.sweep.update(m_values=(2, 3, 4), check_seeds=())
+    c.sweep.m_values = (2, 3, 4)
     if preset == "cpu":
-        c.sweep.relative_sizes = tuple(round(10 ** (-1 + 2 * k / 7), 3) for k in range(8))
+        c.sweep.update(check_seeds=(2,), relative_sizes=tuple(round(10 ** (-1 + 2 * k / 7), 3) for k in range(8)))
     if preset == "paper":
         c.rhm.update(v=32, s=5)
         c.data.val_size = 1024
