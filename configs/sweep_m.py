@@ -11,7 +11,7 @@ s = 3 it is ~1/m of it, so that a sampler of the exact distribution copies a tra
 multiples of each m's P_2 from 0.1 to 10, the training and evaluation of
 ``configs/sweep_P.py:cpu`` (width 128, EMA, 64 validation draws, at most 40,000 steps) with 128
 validation sequences (the m = 2 language has 512), and the convergence check of the P sweep on
-seed 2 (57 trainings, then 24 for the check). ``paper``: v = 32, s = 5, m up to 8, P from 2^6 to 2^17.
+seed 2 (57 trainings, then 18 for the check). ``paper``: v = 32, s = 5, m up to 8, P from 2^6 to 2^17.
 """
 from rhmdiff.config_base import sibling_config
 

@@ -132,8 +132,9 @@ def plot_sweep(results: dict, path: str) -> None:
         inset.set(xscale="log", title="all m: vs P / P_l", ylim=(0, 1.02))
         inset.tick_params(labelsize=6)
         inset.title.set_fontsize(7)
+        n = len(row["seeds"])
         ax.set(xscale="log", ylim=(0, 1.02), xlabel="P (training points)", ylabel="accuracy A_l",
-               title=f"v={results['v']}, m={row['m']}, L={L}, {len(row['seeds'])} seeds (dotted: P_l of Eq. 6)")
+               title=f"v={results['v']}, m={row['m']}, L={L}, {n} seed{'s' * (n > 1)} (dotted: P_l of Eq. 6)")
         ax.legend(loc="upper left", fontsize=8)
     if has_stars:
         ax = axes[0][-1]
