@@ -478,3 +478,23 @@ def test_the_top_rule_above_chance():
     assert above_chance([0.9, 0.9 * f], f) == pytest.approx(0.0, abs=1e-12)
     assert above_chance([0.9, 0.9], f) == pytest.approx(1.0)
     assert above_chance([0.8, 0.6, 0.5], 0.5) == pytest.approx((0.5 / 0.6 - 0.5) / 0.5)
+
+
+def test_log_axes_within_a_decade_get_labelled_ticks(tmp_path):
+    """A log axis spanning less than a decade (P* of two m) is ticked at 1, 2, 5 x 10^k with
+    plain labels; an axis whose ticks were set explicitly keeps them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rhmdiff.analysis import figures
+    fig, ax = plt.subplots()
+    ax.plot([3, 4], [150, 800])
+    ax.set(xscale="log", yscale="log")
+    ax.set_xticks([3, 4], ["3", "4"])
+    figures._save(fig, str(tmp_path / "f.png"))
+    lo, hi = ax.get_ylim()
+    shown = [y for y in ax.yaxis.get_major_locator().tick_values(lo, hi) if lo <= y <= hi]
+    assert shown == pytest.approx([200, 500])
+    assert ax.yaxis.get_major_formatter()(200, 0) == "200"
+    assert list(ax.xaxis.get_major_locator().tick_values(3, 4)) == [3, 4]
+    assert (tmp_path / "f.png").stat().st_size > 0

@@ -47,11 +47,19 @@ def _interval(ci) -> str:
 
 
 def _save(fig, path) -> None:
-    """Tidy log axes (no minor-tick labels), save as PNG (atomically, local or gs://), close."""
-    for ax in fig.axes:
-        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
-            if scale == "log":
-                axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    """Tidy log axes (no minor-tick labels; ticks at 1, 2, 5 times the powers of ten, labelled
+    plainly, where the axis spans less than a decade), save as PNG (atomically, local or gs://),
+    close."""
+    for ax in [a for parent in fig.axes for a in (parent, *parent.child_axes)]:  # insets too
+        for axis, scale, (lo, hi) in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()),
+                                      (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
+            if scale != "log":
+                continue
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            fixed = isinstance(axis.get_major_locator(), matplotlib.ticker.FixedLocator)  # set_xticks
+            if not fixed and np.floor(np.log10(max(lo, hi))) - np.ceil(np.log10(min(lo, hi))) < 1:
+                axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+                axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     fig.tight_layout()
     save_png(path, fig)
     plt.close(fig)
