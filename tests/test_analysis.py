@@ -498,3 +498,4 @@ def test_log_axes_within_a_decade_get_labelled_ticks(tmp_path):
     assert ax.yaxis.get_major_formatter()(200, 0) == "200"
     assert list(ax.xaxis.get_major_locator().tick_values(3, 4)) == [3, 4]
     assert (tmp_path / "f.png").stat().st_size > 0
+    assert [figures._count(n, "seed") for n in (1, 3)] == ["1 seed", "3 seeds"]  # figure titles

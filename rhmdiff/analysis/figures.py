@@ -46,10 +46,15 @@ def _interval(ci) -> str:
     return f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 seed"``, ``"3 seeds"``."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _save(fig, path) -> None:
     """Tidy log axes (no minor-tick labels; ticks at 1, 2, 5 times the powers of ten, labelled
-    plainly, where the axis spans less than a decade), save as PNG (atomically, local or gs://),
-    close."""
+    plainly, where fewer than two powers of ten lie inside the axis), save as PNG (atomically,
+    local or gs://), close."""
     for ax in [a for parent in fig.axes for a in (parent, *parent.child_axes)]:  # insets too
         for axis, scale, (lo, hi) in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()),
                                       (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
@@ -86,7 +91,7 @@ def plot_clustering_sweep(results: dict, path: str) -> None:
         for t in results["thresholds"]:
             ax_curve.axhline(t, color="gray", lw=0.6)
         ax_curve.set(xscale="log", xlabel="P", ylabel="clustering score",
-                     title=f"L={L}, v={results['v']}, {results['num_seeds']} grammars (line style: variant)")
+                     title=f"L={L}, v={results['v']}, {_count(results['num_seeds'], 'grammar')} (line style: variant)")
         ax_curve.legend(fontsize=8)
         for row in results["summary"]:
             if row["L"] != L:
@@ -140,9 +145,8 @@ def plot_sweep(results: dict, path: str) -> None:
         inset.set(xscale="log", title="all m: vs P / P_l", ylim=(0, 1.02))
         inset.tick_params(labelsize=6)
         inset.title.set_fontsize(7)
-        n = len(row["seeds"])
         ax.set(xscale="log", ylim=(0, 1.02), xlabel="P (training points)", ylabel="accuracy A_l",
-               title=f"v={results['v']}, m={row['m']}, L={L}, {n} seed{'s' * (n > 1)} (dotted: P_l of Eq. 6)")
+               title=f"v={results['v']}, m={row['m']}, L={L}, {_count(len(row['seeds']), 'seed')} (dotted: P_l of Eq. 6)")
         ax.legend(loc="upper left", fontsize=8)
     if has_stars:
         ax = axes[0][-1]
@@ -314,7 +318,7 @@ def plot_sensitivity(results: dict, path: str) -> None:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("relative sensitivity S_{k,l}")
-    axes[0][0].legend(fontsize=7, title=f"dashed: 1 - A_l; dotted: at init.; {rows[0]['n_seeds']} seeds",
+    axes[0][0].legend(fontsize=7, title=f"dashed: 1 - A_l; dotted: at init.; {_count(rows[0]['n_seeds'], 'seed')}",
                       title_fontsize=7)
     _save(fig, path)
 
