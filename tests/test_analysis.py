@@ -427,6 +427,48 @@ def test_p_star_statistics_and_exponent_interval_against_numpy():
     assert t["mean"] == pytest.approx(7 / 3) and t["se"] == pytest.approx(np.std([1, 2, 4], ddof=1) / np.sqrt(3))
 
 
+def test_exponents_pooled_over_sweeps_against_numpy():
+    """Two synthetic sweeps over disjoint m (as with two step budgets): the pooled exponent of
+    P* vs m is numpy's least-squares slope over every finite per-seed P* of both (a seed that
+    never crossed, stored as null, left out; a threshold crossed at one m only has no fit), and
+    sweeps that share an m or differ in v are refused naming it."""
+    from rhmdiff.analysis.sample_complexity import p_star_statistics, pool_sweeps
+    rng = np.random.default_rng(1)
+    grid = np.logspace(1, 5, 33)
+    def sweep(ms, v=8):
+        rows = []
+        for m in ms:
+            stars = 3.0 * m**2.5 * np.exp(rng.normal(0, 0.1, 3))
+            curves = [1 / (1 + (s / grid) ** 2) for s in stars] + [np.full_like(grid, 0.1)]  # seed 3: no crossing
+            rows.append({"m": m, "seeds": [0, 1, 2, 3], "thresholds": [p_star_statistics(grid, curves, t)
+                                                                      for t in (0.5, 0.8)]})
+        for row in rows:
+            if row["m"] == 3:
+                row["thresholds"][1]["per_seed"] = [None] * 4  # 0.8 never reached at m = 3
+        as_json = lambda st: {**st, "per_seed": [None if p is None or not np.isfinite(p) else p
+                                                 for p in st["per_seed"]]}
+        rows = [{**r, "thresholds": [as_json(st) for st in r["thresholds"]]} for r in rows]
+        return {"task": "sweep", "v": v, "s": 2, "L": 2, "thresholds": [0.5, 0.8], "p_star": rows}
+    a, b = sweep([3, 4]), sweep([5])
+    pooled = pool_sweeps([b, a])
+    assert [row["m"] for row in pooled["p_star"]] == [3, 4, 5]
+    for e in pooled["exponents"]:
+        i = [0.5, 0.8].index(e["threshold"])
+        pairs = [(row["m"], p) for row in a["p_star"] + b["p_star"] for p in row["thresholds"][i]["per_seed"]
+                 if p is not None]
+        lx, ly = np.log([m for m, _ in pairs]), np.log([p for _, p in pairs])
+        assert e["exponent"] == pytest.approx(np.polyfit(lx, ly, 1)[0], rel=1e-9) and e["n"] == len(pairs)
+        assert e["theory"] == 3 and e["of"] == "metric"
+    assert [e["threshold"] for e in pooled["exponents"]] == [0.5, 0.8]
+    assert pooled["exponents"][0]["n"] == 9 and pooled["exponents"][1]["n"] == 6  # m = 3 left out at 0.8
+    assert pooled["exponents"][0]["ci"][0] < 2.5 < pooled["exponents"][0]["ci"][1]
+    assert [e["threshold"] for e in pool_sweeps([a])["exponents"]] == [0.5]  # 0.8 at m = 4 only: no fit
+    with pytest.raises(ValueError, match="m = 4"):
+        pool_sweeps([a, sweep([4, 5])])
+    with pytest.raises(ValueError, match="differ in v"):
+        pool_sweeps([a, sweep([5], v=16)])
+
+
 def test_floor_subtraction_and_effective_support_against_numpy():
     """The floor is removed in quadrature; the effective support 1 / sum p^2 is estimated from
     collisions without bias: on K equally likely sequences it is K on average, and on the

@@ -216,16 +216,32 @@ def test_clustering_sweep_task_and_figures_command(tmp_path):
              for m, curve in ((2, [0.4, 0.9, 1.0]), (3, [0.1, 0.6, 0.95]))]
     (diffusion / "sweep.json").write_text(json.dumps({"task": "sweep", "L": 2, "v": 16, "s": 2, "points": [],
                                                       "thresholds": [0.5, 0.8], "p_star": stars}))
+    more = tmp_path / "sweep_m4"  # the same grammars at another m (another budget): pooled with the first
+    more.mkdir()
+    more_stars = [{"m": 4, "seeds": [0], "thresholds": [p_star_statistics(grid, [[0.05, 0.3, 0.9]], t)
+                                                        for t in (0.5, 0.8)]}]
+    (more / "sweep.json").write_text(json.dumps({"task": "sweep", "L": 2, "v": 16, "s": 2, "points": [],
+                                                 "thresholds": [0.5, 0.8], "p_star": more_stars}))
     out = tmp_path / "p_star.png"
     compare = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", "p_star", str(out), str(workdir),
-                              str(diffusion)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                              str(diffusion), str(more)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert compare.returncode == 0 and out.stat().st_size > 0, compare.stderr[-2000:]
+    fits = json.loads((tmp_path / "p_star.json").read_text())["exponents"]
+    half = next(e for e in fits if e["threshold"] == 0.5 and e["of"] == "metric")
+    pooled = [row["thresholds"][0]["per_seed"][0] for row in stars + more_stars]
+    assert half["m"] == [2, 3, 4] and half["exponent"] == pytest.approx(np.polyfit(np.log([2, 3, 4]),
+                                                                                     np.log(pooled), 1)[0])
+    assert f"m^{half['exponent']:.2f}" in compare.stdout
     ratios = json.loads((tmp_path / "p_star.json").read_text())["ratios"]
     token = {(r["m"], r["threshold"]): r for r in ratios if r["variant"] == "token"}
     for m, row in ((2, results["summary"][0]), (3, results["summary"][0])):  # the paired ratio of seed 0
         clustering_star = row["p_star"][0][[2, 3].index(m)]["per_seed"][0]
         diffusion_star = stars[[2, 3].index(m)]["thresholds"][0]["per_seed"][0]
         assert token[m, 0.5]["per_seed"] == [pytest.approx(diffusion_star / clustering_star)]
+    twice = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", "p_star", str(out), str(diffusion),
+                            str(diffusion)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert twice.returncode == 1 and twice.stderr.strip().splitlines() == [
+        "rhmdiff: error: the sweeps both measured m = 2, 3: pool sweeps over distinct m"], twice.stderr
     missing = subprocess.run([sys.executable, "-m", "rhmdiff.analysis.figures", "p_star", str(out), str(tmp_path)],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 1 and "no clustering_sweep.json" in missing.stderr

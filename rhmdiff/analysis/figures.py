@@ -7,7 +7,9 @@ re-plots every results file in the given workdirs that names its figure (PNG nex
     python -m rhmdiff.analysis.figures p_star OUT.png runs/clustering_sweep runs/sweep_P ...
 
 draws Fig. 2: P* vs m of the clustering algorithm and of the diffusion model side by side, and
-writes OUT.json: the diffusion model's P* over each clustering variant's on the same grammars;
+writes OUT.json: the diffusion model's P* over each clustering variant's on the same grammars,
+and the exponent of the diffusion model's P* vs m; diffusion sweeps of the same v, s and L over
+different m (e.g. with different step budgets) are pooled into one curve and one fit;
 
     python -m rhmdiff.analysis.figures stages OUT.png runs/rhm_online_seed0 runs/rhm_online_seed1 ...
 
@@ -26,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rhmdiff.analysis.sample_complexity import compare_sweeps  # noqa: E402
+from rhmdiff.analysis.sample_complexity import compare_sweeps, pool_sweeps  # noqa: E402
 from rhmdiff.files import as_path, read_json, save_png, write_json  # noqa: E402
 
 CONTEXT_COLORS = {"token": "black", "tuple": "red", "token-hierarchical": "tab:green", "tuple-hierarchical": "olive",
@@ -102,7 +104,7 @@ def plot_clustering_sweep(results: dict, path: str) -> None:
             ci = np.array([[_number(b) for b in st["ci"]] for st in stars])
             ok = np.isfinite(star)
             color = CONTEXT_COLORS[row["context"]]
-            fit = row["exponents"][-1]
+            fit = next((f for f in row["exponents"] if f["threshold"] == threshold), {})
             label = row["context"] + (f": {_number(fit['exponent']):.2f}{_interval(fit.get('ci'))}"
                                       if "ci" in fit else "")
             ax_star.errorbar(m[ok], star[ok], yerr=[star[ok] - ci[ok, 0], ci[ok, 1] - star[ok]], fmt="o", ms=4,
@@ -417,27 +419,32 @@ def plot_score_error(results: dict, path) -> None:
 def plot_p_star_comparison(results: list[dict], path: str, thresholds=(0.5, 0.8)) -> None:
     """Fig. 2: P* vs m of the diffusion model (``sweep.json``) and of every clustering variant
     (``clustering_sweep.json``), one panel per L and per threshold of ``thresholds`` that the
-    runs measured, 95% intervals over seeds. Each P* is divided by its own v / (1 - m/v^{s-1}),
-    so runs on different v share the axes and Eq. 6 is the line m^{L+1}."""
+    runs measured, 95% intervals over seeds, each label with its fitted exponent. Each P* is
+    divided by its own v / (1 - m/v^{s-1}), so runs on different v share the axes and Eq. 6 is
+    the line m^{L+1}."""
     prefactor = lambda v, s, m: v / (1.0 - np.asarray(m, float) / v ** (s - 1))
     series = []  # (L, threshold, label, color, marker, m, P*, lower, upper) normalized
     for res in results:
         if res.get("task") == "clustering_sweep":
-            rows = [(row["L"], row["context"], row["m"], row["p_star"]) for row in res["summary"]]
+            rows = [(row["L"], row["context"], row["m"], row["p_star"], row["exponents"]) for row in res["summary"]]
             label, color = "clustering, {} (v={})", None
         elif res.get("task") == "sweep":
             rows = [(res["L"], "diffusion", [r["m"] for r in res["p_star"]],
-                     [[r["thresholds"][i] for r in res["p_star"]] for i in range(len(res["thresholds"]))])]
+                     [[r["thresholds"][i] for r in res["p_star"]] for i in range(len(res["thresholds"]))],
+                     [e for e in res["exponents"] if e.get("of", "metric") == "metric"])]
             label, color = "diffusion model (v={1})", "tab:blue"
         else:
             raise ValueError(f"expected clustering_sweep or sweep results, got task {res.get('task')!r}")
-        for L, name, m, stars in rows:
+        for L, name, m, stars, fits in rows:
             for threshold, per_m in zip(res["thresholds"], stars):
                 if threshold in thresholds:
                     norm = prefactor(res["v"], res["s"], m)
                     star = np.array([_number(st["p_star"]) for st in per_m])
                     ci = np.array([[_number(b) for b in st["ci"]] for st in per_m])
-                    series.append((L, threshold, label.format(name, res["v"]), color or CONTEXT_COLORS[name],
+                    fit = next((f for f in fits if f["threshold"] == threshold), None)
+                    text = label.format(name, res["v"]) + (
+                        f": exponent {fit['exponent']:.2f}{_interval(fit['ci'])}" if fit else "")
+                    series.append((L, threshold, text, color or CONTEXT_COLORS[name],
                                    "s" if name == "diffusion" else "o", np.asarray(m, float), star / norm,
                                    ci[:, 0] / norm, ci[:, 1] / norm))
     panels = sorted({(row[0], row[1]) for row in series})
@@ -493,13 +500,28 @@ def main(argv) -> int:
                 print(f"rhmdiff: error: {workdir}: no clustering_sweep.json or sweep.json", file=sys.stderr)
                 return 1
             results.append(read_json(os.path.join(workdir, names[0])))
-        plot_p_star_comparison(results, argv[2])
-        diffusion = [r for r in results if r["task"] == "sweep"]
-        ratios = [row for d in diffusion for c in results if c["task"] == "clustering_sweep"
-                  and (d["v"], d["s"]) == (c["v"], c["s"]) for row in compare_sweeps(d, c)]
+        groups = {}  # the diffusion sweeps of one kind of grammar, pooled over their values of m
+        for res in results:
+            if res["task"] == "sweep":
+                groups.setdefault((res["L"], res["v"], res["s"]), []).append(res)
+        try:
+            diffusion = [pool_sweeps(group) for group in groups.values()]
+        except ValueError as e:
+            print(f"rhmdiff: error: {e}", file=sys.stderr)
+            return 1
+        clustering = [r for r in results if r["task"] == "clustering_sweep"]
+        plot_p_star_comparison(clustering + diffusion, argv[2])
+        ratios = [row for d in diffusion for c in clustering if (d["v"], d["s"]) == (c["v"], c["s"])
+                  for row in compare_sweeps(d, c)]
+        exponents = [{"L": d["L"], "v": d["v"], "s": d["s"], "m": [row["m"] for row in d["p_star"]], **e}
+                     for d in diffusion for e in d["exponents"]]
         out = os.path.splitext(argv[2])[0] + ".json"
-        write_json(out, {"ratios": ratios})
+        write_json(out, {"ratios": ratios, "exponents": exponents})
         print(f"wrote {argv[2]} and {out} ({len(ratios)} diffusion / clustering ratios on the same grammars)")
+        for e in exponents:
+            if e["of"] == "metric":
+                print(f"diffusion model, L = {e['L']}, v = {e['v']}, m = {e['m']}: P* at A_L = {e['threshold']} "
+                      f"grows as m^{e['exponent']:.2f}{_interval(e['ci'])} ({e['n']} P*; Eq. 6: {e['theory']})")
         return 0
     for workdir in argv[1:]:
         written = replot(workdir)

@@ -107,6 +107,40 @@ def power_law_fit(x, y, level: float = 0.95) -> dict:
             "n": n}
 
 
+def p_star_exponents(stars: list[dict], thresholds, L: int) -> list[dict]:
+    """Fig. 2's exponent of P* vs m at every threshold, for each criterion of ``stars`` (the
+    sweep's ``p_star`` rows: ``thresholds``, the metric; ``above_chance``, where present): one
+    :func:`power_law_fit` over every seed's finite P* at every m, pooled, next to Eq. 6's L + 1.
+    A criterion and threshold with finite P* at fewer than two m has no row."""
+    rows = []
+    for key in ("thresholds", "above_chance"):
+        for i, threshold in enumerate(thresholds):
+            pairs = [(row["m"], np.nan if p is None else float(p))
+                     for row in stars if key in row for p in row[key][i]["per_seed"]]
+            if len({m for m, p in pairs if np.isfinite(p)}) >= 2:
+                rows.append({"threshold": threshold, "of": "metric" if key == "thresholds" else key,
+                             **power_law_fit(*zip(*pairs)), "theory": L + 1})
+    return rows
+
+
+def pool_sweeps(sweeps: list[dict]) -> dict:
+    """Several ``sweep.json`` results of the same kind of grammar (v, s, L and thresholds
+    equal), each over its own values of m (e.g. with another step budget), as one: their
+    ``p_star`` rows in order of m and the exponents of :func:`p_star_exponents` refitted over
+    all of them. Raises ``ValueError`` naming the field where they differ or the m they share."""
+    first = sweeps[0]
+    for other in sweeps[1:]:
+        for key in ("v", "s", "L", "thresholds"):
+            if other[key] != first[key]:
+                raise ValueError(f"the sweeps differ in {key} ({first[key]} and {other[key]}): they cannot be pooled")
+    ms = [row["m"] for sweep in sweeps for row in sweep["p_star"]]
+    if len(set(ms)) < len(ms):
+        shared = sorted({m for m in ms if ms.count(m) > 1})
+        raise ValueError(f"the sweeps both measured m = {', '.join(map(str, shared))}: pool sweeps over distinct m")
+    stars = sorted((row for sweep in sweeps for row in sweep["p_star"]), key=lambda row: row["m"])
+    return {**first, "p_star": stars, "exponents": p_star_exponents(stars, first["thresholds"], first["L"])}
+
+
 def paired_ratios(numerator: dict, denominator: dict, level: float = 0.95) -> dict:
     """The ratio of two sample complexities measured on the same grammars: ``{seed: P*}`` of
     each (e.g. the diffusion model's and a clustering algorithm's, both on the grammar of that

@@ -29,7 +29,7 @@ from rhmdiff import config_check as check
 from rhmdiff import rhm, theory
 from rhmdiff._util import progress
 from rhmdiff.analysis import clustering, figures
-from rhmdiff.analysis.sample_complexity import log_grid, p_star_statistics, power_law_fit
+from rhmdiff.analysis.sample_complexity import log_grid, p_star_exponents, p_star_statistics
 from rhmdiff.tasks import finish
 
 MUTABLE = ("sweep.thresholds",)
@@ -88,13 +88,8 @@ def run(config, workdir) -> dict:
             for m in sw.m_values:
                 rows = [c["accuracy"] for c in curves if (c["L"], c["m"], c["context"]) == (L, m, variant)]
                 per_m.append([p_star_statistics(grid, rows, t) for t in sw.thresholds])
-            fits = []
-            for i, threshold in enumerate(sw.thresholds):
-                xs = [m for m, st in zip(sw.m_values, per_m) for _ in st[i]["per_seed"]]
-                ys = [p for st in per_m for p in st[i]["per_seed"]]
-                finite = {x for x, y in zip(xs, ys) if np.isfinite(y)}
-                fits.append({"threshold": threshold, **power_law_fit(xs, ys)} if len(finite) >= 2 else
-                            {"threshold": threshold, "exponent": float("nan")})
+            fits = p_star_exponents([{"m": m, "thresholds": st} for m, st in zip(sw.m_values, per_m)],
+                                    sw.thresholds, L)
             summary.append({"L": L, "context": variant, "m": list(sw.m_values),
                             "p_star": [[st[i] for st in per_m] for i in range(len(sw.thresholds))],
                             "exponents": fits, "theory_exponent": L + 1,
@@ -105,7 +100,7 @@ def run(config, workdir) -> dict:
     results = {"task": "clustering_sweep", "train_sizes": grid.tolist(), "thresholds": list(sw.thresholds),
                "v": sw.v, "s": sw.s, "num_seeds": sw.num_seeds, "curves": curves, "summary": summary}
     lines = [f"L={row['L']} {row['context']}: " + "; ".join(
-        f"at {f['threshold']} exponent {f['exponent']:.2f}" + (f" [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]" if "ci" in f
-                                                                else "") for f in row["exponents"])
+        f"at {f['threshold']} exponent {f['exponent']:.2f} [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]"
+        for f in row["exponents"])
         + f" (theory {row['theory_exponent']})" for row in summary]
     return finish(config, workdir, results, "clustering_sweep.json", figures.plot_clustering_sweep, "\n".join(lines))

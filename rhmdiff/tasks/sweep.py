@@ -14,7 +14,7 @@ grammar's number of sequences are skipped and listed.
 ``sweep.json`` holds every point, the seed mean and standard error of A_l per (m, P), P* at
 each of ``sweep.thresholds`` per seed and with a t-interval over seeds
 (:func:`rhmdiff.analysis.sample_complexity.p_star_statistics`, interpolated in log P), the
-exponent of P* vs m with its interval (:func:`~rhmdiff.analysis.sample_complexity.power_law_fit`,
+exponent of P* vs m with its interval (:func:`~rhmdiff.analysis.sample_complexity.p_star_exponents`,
 every seed's P* pooled) next to L + 1, and the convergence check: at the two grid points
 nearest each crossing at the thresholds ``sweep.check_thresholds``, for the seeds ``sweep.check_seeds``, the run with ``sweep.check_generated``
 sequences, the same with twice the steps, the same with twice the width and the same with
@@ -46,7 +46,7 @@ from rhmdiff import config_check as check
 from rhmdiff import rhm, theory
 from rhmdiff import workdir as workdir_lib
 from rhmdiff.analysis import figures
-from rhmdiff.analysis.sample_complexity import p_star_statistics, power_law_fit
+from rhmdiff.analysis.sample_complexity import p_star_exponents, p_star_statistics
 from rhmdiff.files import as_path, read_json
 from rhmdiff.tasks import finish
 from rhmdiff.tasks import rhm as rhm_task
@@ -189,16 +189,7 @@ def summarize(config, points: list[dict]) -> tuple[list, list, list]:
             stars.append({"m": m, "seeds": complete, "chance": chance,
                           "thresholds": [p_star_statistics(Ps, metric, t) for t in sw.thresholds],
                           "above_chance": [p_star_statistics(Ps, above, t) for t in sw.thresholds]})
-    exponents = []
-    for key in ("thresholds", "above_chance"):
-        for i, threshold in enumerate(sw.thresholds):
-            xs = [row["m"] for row in stars for _ in row[key][i]["per_seed"]]
-            ys = [p for row in stars for p in row[key][i]["per_seed"]]
-            finite = {x for x, y in zip(xs, ys) if np.isfinite(y)}
-            if len(finite) >= 2:
-                exponents.append({"threshold": threshold, "of": "metric" if key == "thresholds" else key,
-                                  **power_law_fit(xs, ys), "theory": L + 1})
-    return curves, stars, exponents
+    return curves, stars, p_star_exponents(stars, sw.thresholds, L)
 
 
 def above_chance(accuracy, chance: float) -> float:
