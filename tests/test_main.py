@@ -289,6 +289,15 @@ def test_convergence_check_rows_and_training_noise(monkeypatch, tmp_path):
     assert (noise["points"], noise["width_doublings_within_2rms"]) == (2, 0)  # |-0.07| > 0.063 at both points
 
 
+def test_sweep_summary_names_the_criterion_of_each_exponent():
+    from rhmdiff.tasks import sweep
+    fit = {"threshold": 0.5, "exponent": 2.5, "ci": [2.0, 3.0], "theory": 3}
+    text = sweep.summary({"p_star": [], "convergence": [],
+                          "exponents": [{**fit, "of": "metric"}, {**fit, "exponent": 2.75, "of": "above_chance"}]})
+    assert text.splitlines() == ["P* vs m at A_L = 0.5: exponent 2.50 [2.00, 3.00] (theory L + 1 = 3)",
+                                 "P* vs m at A_L above chance = 0.5: exponent 2.75 [2.00, 3.00] (theory L + 1 = 3)"]
+
+
 def test_sweep_task_trains_each_point_once(tmp_path):
     workdir = tmp_path / "sweep"
     args = [*TINY_RHM, "--config.sweep.train_sizes=(16, 64)", "--config.sweep.relative_sizes=()",

@@ -379,7 +379,8 @@ def summary(results: dict) -> str:
                          f"[{st['ci'][0]:.4g}, {st['ci'][1]:.4g}], {st['n_crossed']} of {st['n_seeds']} seeds cross"
                          + (f", {st['n_below']} above it from the grid's first P" if st.get("n_below") else ""))
     for e in results["exponents"]:
-        lines.append(f"P* vs m at {e['threshold']}: exponent {e['exponent']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] "
+        of = "A_L above chance" if e["of"] == "above_chance" else "A_L"
+        lines.append(f"P* vs m at {of} = {e['threshold']}: exponent {e['exponent']:.2f} [{e['ci'][0]:.2f}, {e['ci'][1]:.2f}] "
                      f"(theory L + 1 = {e['theory']})")
     passed = [c[v]["passed"] for c in results["convergence"] for v in DOUBLINGS]
     if passed:
